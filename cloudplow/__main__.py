@@ -1,0 +1,3 @@
+from cloudplow.cli import main
+
+raise SystemExit(main())
