@@ -1,0 +1,255 @@
+"""The command line: argparse subcommands, thin glue over config, session, ledger and quota.
+
+Errors are raised deep down and caught here, where they become one readable
+line on stderr and an exit code: 2 for configuration and usage errors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from collections.abc import Sequence
+from datetime import datetime
+
+from cloudplow import __version__
+from cloudplow.config import Config, ConfigError, Uploader, default_config_path, load_config, summarize
+from cloudplow.ledger import Ledger
+from cloudplow.quota import AccountReport
+from cloudplow.session import (
+    EXIT_FAILURES,
+    EXIT_OK,
+    EXIT_OUT_OF_QUOTA,
+    EXIT_USAGE,
+    SessionError,
+    plan_for,
+    reports_now,
+    run_session,
+    summarize_plan,
+)
+from cloudplow.units import format_duration, format_size
+
+logger = logging.getLogger("cloudplow")
+
+
+class UsageError(Exception):
+    """A command-line mistake the user can fix: exit 2."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="cloudplow",
+        description="Quota-aware staged uploads of a media library through a pool of rclone accounts.",
+    )
+    parser.add_argument("--config", help="configuration file (default: $CLOUDPLOW_CONFIG, else ./config.yaml)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug details")
+    parser.add_argument("--version", action="version", version=f"cloudplow {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    commands.add_parser("check-config", help="validate the configuration and print a summary")
+
+    upload = commands.add_parser("upload", help="run one upload session per uploader now")
+    upload.add_argument("names", nargs="*", metavar="NAME", help="uploaders (default: all)")
+    upload.add_argument("--dry-run", action="store_true", help="plan and print; start no rclone")
+
+    plan = commands.add_parser("plan", help="print the stage plan; upload nothing")
+    plan.add_argument("name", nargs="?", metavar="NAME")
+    plan.add_argument("--json", action="store_true")
+
+    quota = commands.add_parser("quota", help="per-account used, remaining, reset and blocks")
+    quota.add_argument("name", nargs="?", metavar="NAME")
+    quota.add_argument("--json", action="store_true")
+
+    status = commands.add_parser("status", help="uploaders, recent sessions and accounts")
+    status.add_argument("--json", action="store_true")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    arguments = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if arguments.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)-7s %(message)s", datefmt="%H:%M:%S", stream=sys.stderr,
+    )
+    logging.getLogger("urllib3").setLevel(logging.WARNING)
+    try:
+        config = load_config(default_config_path(arguments.config, os.environ))
+        handler = _COMMANDS[arguments.command]
+        return handler(config, arguments)
+    except (ConfigError, UsageError) as error:
+        print(f"cloudplow: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    except SessionError as error:
+        print(f"cloudplow: {error}", file=sys.stderr)
+        return EXIT_FAILURES
+    except KeyboardInterrupt:
+        print("cloudplow: interrupted", file=sys.stderr)
+        return EXIT_FAILURES
+
+
+def _selected(config: Config, names: Sequence[str]) -> list[Uploader]:
+    unknown = [name for name in names if name not in config.uploaders]
+    if unknown:
+        known = ", ".join(config.uploaders)
+        raise UsageError(f"no uploader named {', '.join(unknown)} (configured: {known})")
+    return [config.uploaders[name] for name in names] if names else list(config.uploaders.values())
+
+
+def _check_config(config: Config, arguments: argparse.Namespace) -> int:
+    print(summarize(config))
+    return EXIT_OK
+
+
+def _upload(config: Config, arguments: argparse.Namespace) -> int:
+    uploaders = _selected(config, arguments.names)
+    if arguments.dry_run:
+        with Ledger.in_state_dir(config.state_dir) as ledger:
+            for uploader in uploaders:
+                _print_plan(config, uploader, ledger, as_json=False)
+        return EXIT_OK
+    exit_codes = []
+    with Ledger.in_state_dir(config.state_dir) as ledger:
+        for uploader in uploaders:
+            result = run_session(config, uploader, ledger)
+            print(
+                f"{uploader.name}: exit {result.exit_code}: {result.message}. Uploaded"
+                f" {result.uploaded_files} file(s), {format_size(result.uploaded_bytes)} in"
+                f" {result.stages} stage(s); {result.left_files} file(s) left."
+            )
+            exit_codes.append(result.exit_code)
+    for worst in (EXIT_FAILURES, EXIT_OUT_OF_QUOTA):
+        if worst in exit_codes:
+            return worst
+    return EXIT_OK
+
+
+def _print_plan(config: Config, uploader: Uploader, ledger: Ledger, *, as_json: bool) -> dict:
+    now = time.time()
+    scanned, plan = plan_for(config, uploader, ledger, now)
+    reports = reports_now(ledger, uploader, now)
+    document = {
+        "uploader": uploader.name,
+        "queue": {"files": len(scanned.files), "bytes": scanned.distribution.total_bytes,
+                  "distribution": scanned.distribution.to_dict()},
+        "stages": summarize_plan(plan),
+        "planned": {"files": plan.planned_files, "bytes": plan.planned_bytes},
+        "deferred": [{"path": queued.path, "bytes": queued.size} for queued in plan.deferred],
+        "waiting": {"files": len(plan.waiting), "bytes": sum(q.size for q in plan.waiting)},
+        "accounts": [report.to_dict() for report in reports],
+    }
+    if as_json:
+        return document
+    print(f"{uploader.name}: {len(scanned.files)} file(s), "
+          f"{format_size(scanned.distribution.total_bytes)} queued; plan of {len(plan.stages)} stage(s),"
+          f" {plan.planned_files} file(s), {format_size(plan.planned_bytes)}")
+    rows = [("stage", "account", "files", "bytes", "transfers", "note")]
+    for number, stage in enumerate(plan.stages, start=1):
+        rows.append((str(number), stage.account, str(len(stage.files)),
+                     format_size(stage.planned_bytes), str(stage.transfers),
+                     "overshoot: one file crosses the limit" if stage.overshoot else ""))
+    _print_table(rows)
+    if plan.deferred:
+        print(f"deferred: {len(plan.deferred)} file(s) larger than any account can take now:")
+        for queued in plan.deferred[:10]:
+            print(f"  {queued.path} ({format_size(queued.size)})")
+    if plan.waiting:
+        print(f"waiting: {len(plan.waiting)} file(s), {format_size(sum(q.size for q in plan.waiting))}"
+              " for which no account has room in this window")
+    return document
+
+
+def _plan(config: Config, arguments: argparse.Namespace) -> int:
+    uploaders = _selected(config, [arguments.name] if arguments.name else [])
+    with Ledger.in_state_dir(config.state_dir) as ledger:
+        documents = [_print_plan(config, uploader, ledger, as_json=arguments.json)
+                     for uploader in uploaders]
+    if arguments.json:
+        print(json.dumps(documents if len(documents) != 1 else documents[0], indent=2))
+    return EXIT_OK
+
+
+def _format_time(timestamp: float | None, now: float) -> str:
+    if timestamp is None:
+        return "-"
+    local = datetime.fromtimestamp(timestamp).astimezone()
+    return f"{local:%Y-%m-%d %H:%M} (in {format_duration(timestamp - now)})"
+
+
+def _account_rows(reports: Sequence[AccountReport], now: float) -> list[tuple[str, ...]]:
+    rows = [("account", "used", "remaining", "quota", "frees at", "blocked until")]
+    for report in reports:
+        blocked = "-"
+        if report.blocked_until is not None:
+            blocked = f"{_format_time(report.blocked_until, now)} ({report.block_reason})"
+        rows.append((report.name, format_size(report.used_bytes),
+                     format_size(report.remaining_bytes), format_size(report.quota_bytes),
+                     _format_time(report.frees_at, now), blocked))
+    return rows
+
+
+def _quota(config: Config, arguments: argparse.Namespace) -> int:
+    uploaders = _selected(config, [arguments.name] if arguments.name else [])
+    now = time.time()
+    document = {}
+    with Ledger.in_state_dir(config.state_dir) as ledger:
+        for uploader in uploaders:
+            reports = reports_now(ledger, uploader, now)
+            document[uploader.name] = [report.to_dict() for report in reports]
+            if not arguments.json:
+                print(f"{uploader.name}: {format_size(uploader.quota.per_account_bytes)} per account"
+                      f" per {format_duration(uploader.quota.window_seconds)}")
+                _print_table(_account_rows(reports, now))
+    if arguments.json:
+        print(json.dumps(document, indent=2))
+    return EXIT_OK
+
+
+def _status(config: Config, arguments: argparse.Namespace) -> int:
+    now = time.time()
+    document: dict = {"version": __version__, "source": "state_dir", "uploaders": {}}
+    with Ledger.in_state_dir(config.state_dir) as ledger:
+        for uploader in config.uploaders.values():
+            sessions = ledger.sessions(uploader.name, limit=5)
+            reports = reports_now(ledger, uploader, now)
+            document["uploaders"][uploader.name] = {
+                "state": "uploading" if sessions and sessions[0]["state"] == "running" else "idle",
+                "sessions": sessions,
+                "accounts": [report.to_dict() for report in reports],
+            }
+            if arguments.json:
+                continue
+            print(f"{uploader.name}: {uploader.source} -> {uploader.destination} ({uploader.mode})")
+            rows = [("session", "started", "state", "exit", "stages", "uploaded", "message")]
+            for session in sessions:
+                rows.append((str(session["id"]), _format_time(session["started_at"], now).split(" (")[0],
+                             session["state"], str(session["exit_code"] if session["exit_code"] is not None else "-"),
+                             str(session["stages"]),
+                             f"{session['uploaded_files']} / {format_size(session['uploaded_bytes'])}",
+                             session["message"] or ""))
+            if len(rows) == 1:
+                print("  no sessions yet")
+            else:
+                _print_table(rows)
+            _print_table(_account_rows(reports, now))
+    if arguments.json:
+        print(json.dumps(document, indent=2))
+    return EXIT_OK
+
+
+def _print_table(rows: Sequence[Sequence[str]]) -> None:
+    widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
+    for row in rows:
+        print("  " + "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+
+
+_COMMANDS = {
+    "check-config": _check_config,
+    "upload": _upload,
+    "plan": _plan,
+    "quota": _quota,
+    "status": _status,
+}

@@ -1,0 +1,335 @@
+"""The ledger: everything cloudplow must remember, in one SQLite file under state_dir.
+
+It answers the planner's one question, "how many bytes may each account still
+upload now?", from the files it recorded as uploaded within the rolling window
+and the limits the provider really enforced (blocks). It also keeps sessions
+and stages for `status` and, later, the metrics.
+
+Usage is keyed by account name, not by uploader: two uploaders sharing an
+account pool share its quota. Every write is one transaction; the database is
+in WAL mode so `status` and `quota` can read while a session writes.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS sessions (
+    id INTEGER PRIMARY KEY,
+    uploader TEXT NOT NULL,
+    started_at REAL NOT NULL,
+    ended_at REAL,
+    state TEXT NOT NULL,              -- running | finished | interrupted
+    exit_code INTEGER,
+    trigger TEXT,
+    queue_files INTEGER NOT NULL DEFAULT 0,
+    queue_bytes INTEGER NOT NULL DEFAULT 0,
+    distribution TEXT,                -- JSON of the scan's size distribution
+    message TEXT
+);
+CREATE TABLE IF NOT EXISTS stages (
+    id INTEGER PRIMARY KEY,
+    session_id INTEGER NOT NULL REFERENCES sessions(id),
+    number INTEGER NOT NULL,
+    account TEXT NOT NULL,
+    transfers INTEGER NOT NULL,
+    overshoot INTEGER NOT NULL,
+    planned_files INTEGER NOT NULL,
+    planned_bytes INTEGER NOT NULL,
+    started_at REAL NOT NULL,
+    ended_at REAL,
+    outcome TEXT,                     -- completed | limit | fatal | stalled | failed | interrupted
+    exit_code INTEGER,
+    message TEXT
+);
+CREATE TABLE IF NOT EXISTS files (
+    id INTEGER PRIMARY KEY,
+    session_id INTEGER NOT NULL REFERENCES sessions(id),
+    stage_id INTEGER NOT NULL REFERENCES stages(id),
+    uploader TEXT NOT NULL,
+    account TEXT NOT NULL,
+    path TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    started_at REAL NOT NULL,
+    ended_at REAL NOT NULL,
+    outcome TEXT NOT NULL,            -- uploaded | failed | limit
+    error TEXT
+);
+CREATE INDEX IF NOT EXISTS files_account_ended ON files(account, outcome, ended_at);
+CREATE TABLE IF NOT EXISTS blocks (
+    id INTEGER PRIMARY KEY,
+    account TEXT NOT NULL,
+    uploader TEXT NOT NULL,
+    at REAL NOT NULL,
+    until REAL NOT NULL,
+    reason TEXT NOT NULL,
+    observed_limit_bytes INTEGER,     -- bytes in the window when the provider said "limit"
+    message TEXT
+);
+CREATE INDEX IF NOT EXISTS blocks_account_until ON blocks(account, until);
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Block:
+    account: str
+    at: float
+    until: float
+    reason: str
+    observed_limit_bytes: int | None
+    message: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """One account's standing in the rolling window that ends at `now`."""
+
+    account: str
+    used_bytes: int
+    oldest_at: float | None      # when the oldest upload still in the window ended
+    block: Block | None          # the block in force at `now`, if any
+    observed_limit_bytes: int | None  # the lowest limit the provider showed within the window
+
+
+class Ledger:
+    """
+    The SQLite ledger. Safe to share between the session thread and the rclone
+    log reader thread: one connection, one lock, one transaction per write.
+    """
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._lock = threading.RLock()
+        self._connection = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._connection.execute("PRAGMA journal_mode=WAL")
+        self._connection.execute("PRAGMA synchronous=NORMAL")
+        self._connection.execute("PRAGMA busy_timeout=10000")
+        with self._transaction() as cursor:
+            for statement in _SCHEMA.split(";"):
+                if statement.strip():
+                    cursor.execute(statement)
+            cursor.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+
+    @classmethod
+    def in_state_dir(cls, state_dir: Path) -> Ledger:
+        return cls(state_dir / "cloudplow.sqlite3")
+
+    def close(self) -> None:
+        with self._lock:
+            self._connection.close()
+
+    def __enter__(self) -> Ledger:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Cursor]:
+        with self._lock:
+            cursor = self._connection.cursor()
+            cursor.execute("BEGIN IMMEDIATE")
+            try:
+                yield cursor
+            except BaseException:
+                cursor.execute("ROLLBACK")
+                raise
+            cursor.execute("COMMIT")
+
+    def _query(self, sql: str, parameters: Sequence[object] = ()) -> list[tuple]:
+        with self._lock:
+            return self._connection.execute(sql, parameters).fetchall()
+
+    # --- sessions and stages ---------------------------------------------------------
+
+    def start_session(
+        self, uploader: str, *, now: float, trigger: str, queue_files: int, queue_bytes: int,
+        distribution: dict | None,
+    ) -> int:
+        with self._transaction() as cursor:
+            cursor.execute(
+                "INSERT INTO sessions (uploader, started_at, state, trigger, queue_files, queue_bytes,"
+                " distribution) VALUES (?, ?, 'running', ?, ?, ?, ?)",
+                (uploader, now, trigger, queue_files, queue_bytes,
+                 json.dumps(distribution) if distribution is not None else None),
+            )
+            return int(cursor.lastrowid or 0)
+
+    def end_session(
+        self, session_id: int, *, now: float, state: str, exit_code: int, message: str
+    ) -> None:
+        with self._transaction() as cursor:
+            cursor.execute(
+                "UPDATE sessions SET ended_at=?, state=?, exit_code=?, message=? WHERE id=?",
+                (now, state, exit_code, message, session_id),
+            )
+
+    def start_stage(
+        self, session_id: int, *, number: int, account: str, transfers: int, overshoot: bool,
+        planned_files: int, planned_bytes: int, now: float,
+    ) -> int:
+        with self._transaction() as cursor:
+            cursor.execute(
+                "INSERT INTO stages (session_id, number, account, transfers, overshoot, planned_files,"
+                " planned_bytes, started_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (session_id, number, account, transfers, int(overshoot), planned_files,
+                 planned_bytes, now),
+            )
+            return int(cursor.lastrowid or 0)
+
+    def end_stage(
+        self, stage_id: int, *, now: float, outcome: str, exit_code: int | None, message: str
+    ) -> None:
+        with self._transaction() as cursor:
+            cursor.execute(
+                "UPDATE stages SET ended_at=?, outcome=?, exit_code=?, message=? WHERE id=?",
+                (now, outcome, exit_code, message, stage_id),
+            )
+
+    def record_file(
+        self, *, session_id: int, stage_id: int, uploader: str, account: str, path: str,
+        size: int, started_at: float, ended_at: float, outcome: str, error: str | None = None,
+    ) -> None:
+        """Record one file's outcome the moment rclone reports it; `uploaded` counts as usage."""
+        with self._transaction() as cursor:
+            cursor.execute(
+                "INSERT INTO files (session_id, stage_id, uploader, account, path, size, started_at,"
+                " ended_at, outcome, error) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (session_id, stage_id, uploader, account, path, size, started_at, ended_at,
+                 outcome, error),
+            )
+
+    def block_account(
+        self, account: str, *, uploader: str, now: float, until: float, reason: str,
+        observed_limit_bytes: int | None, message: str,
+    ) -> None:
+        with self._transaction() as cursor:
+            cursor.execute(
+                "INSERT INTO blocks (account, uploader, at, until, reason, observed_limit_bytes,"
+                " message) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (account, uploader, now, until, reason, observed_limit_bytes, message),
+            )
+
+    # --- reading ---------------------------------------------------------------------
+
+    def usage(self, accounts: Sequence[str], *, now: float, window_seconds: float) -> list[Usage]:
+        """
+        Given account names and the rolling window ending at `now`, return each
+        account's used bytes, the block in force and the lowest limit the
+        provider showed within the window, in the order given.
+        """
+        window_start = now - window_seconds
+        result = []
+        for account in accounts:
+            used_bytes, oldest_at = self._query(
+                "SELECT COALESCE(SUM(size), 0), MIN(ended_at) FROM files"
+                " WHERE account=? AND outcome='uploaded' AND ended_at>?",
+                (account, window_start),
+            )[0]
+            block_rows = self._query(
+                "SELECT account, at, until, reason, observed_limit_bytes, message FROM blocks"
+                " WHERE account=? AND until>? ORDER BY until DESC LIMIT 1",
+                (account, now),
+            )
+            observed = self._query(
+                "SELECT MIN(observed_limit_bytes) FROM blocks WHERE account=? AND at>?",
+                (account, window_start),
+            )[0][0]
+            result.append(Usage(
+                account=account,
+                used_bytes=int(used_bytes),
+                oldest_at=oldest_at,
+                block=Block(*block_rows[0]) if block_rows else None,
+                observed_limit_bytes=observed,
+            ))
+        return result
+
+    def uploaded_bytes_by_account(self) -> dict[str, int]:
+        """Return all bytes ever recorded as uploaded, per account (for checks and reports)."""
+        rows = self._query(
+            "SELECT account, SUM(size) FROM files WHERE outcome='uploaded' GROUP BY account"
+        )
+        return {account: int(total) for account, total in rows}
+
+    def uploaded_sizes(self, uploader: str) -> dict[str, int]:
+        """Return path -> size of every file this uploader has uploaded (copy mode skips them)."""
+        rows = self._query(
+            "SELECT path, size FROM files WHERE uploader=? AND outcome='uploaded'", (uploader,)
+        )
+        return dict(rows)
+
+    def sessions(self, uploader: str | None = None, limit: int = 10) -> list[dict]:
+        sql = (
+            "SELECT id, uploader, started_at, ended_at, state, exit_code, trigger, queue_files,"
+            " queue_bytes, message FROM sessions"
+        )
+        parameters: list[object] = []
+        if uploader is not None:
+            sql += " WHERE uploader=?"
+            parameters.append(uploader)
+        sql += " ORDER BY id DESC LIMIT ?"
+        parameters.append(limit)
+        columns = ("id", "uploader", "started_at", "ended_at", "state", "exit_code", "trigger",
+                   "queue_files", "queue_bytes", "message")
+        sessions = [dict(zip(columns, row, strict=True)) for row in self._query(sql, parameters)]
+        for session in sessions:
+            totals = self._query(
+                "SELECT COUNT(*), COALESCE(SUM(size), 0) FROM files WHERE session_id=? AND"
+                " outcome='uploaded'", (session["id"],),
+            )[0]
+            session["uploaded_files"], session["uploaded_bytes"] = int(totals[0]), int(totals[1])
+            session["stages"] = self._query(
+                "SELECT COUNT(*) FROM stages WHERE session_id=?", (session["id"],)
+            )[0][0]
+        return sessions
+
+    def stages(self, session_id: int) -> list[dict]:
+        columns = ("id", "number", "account", "transfers", "overshoot", "planned_files",
+                   "planned_bytes", "started_at", "ended_at", "outcome", "exit_code", "message")
+        rows = self._query(
+            f"SELECT {', '.join(columns)} FROM stages WHERE session_id=? ORDER BY number",  # noqa: S608
+            (session_id,),
+        )
+        stages = [dict(zip(columns, row, strict=True)) for row in rows]
+        for stage in stages:
+            files, size = self._query(
+                "SELECT COUNT(*), COALESCE(SUM(size), 0) FROM files WHERE stage_id=? AND"
+                " outcome='uploaded'", (stage["id"],),
+            )[0]
+            stage["uploaded_files"], stage["uploaded_bytes"] = int(files), int(size)
+        return stages
+
+    def files(self, session_id: int) -> list[dict]:
+        columns = ("path", "size", "account", "outcome", "error", "stage_id")
+        rows = self._query(
+            f"SELECT {', '.join(columns)} FROM files WHERE session_id=? ORDER BY id",  # noqa: S608
+            (session_id,),
+        )
+        return [dict(zip(columns, row, strict=True)) for row in rows]
+
+    def mark_interrupted_sessions(self, uploader: str, *, now: float) -> int:
+        """
+        Close the uploader's sessions left `running` by a process that died, and
+        return how many. Call it only while holding that uploader's session lock.
+        """
+        with self._transaction() as cursor:
+            cursor.execute(
+                "UPDATE stages SET ended_at=?, outcome='interrupted' WHERE ended_at IS NULL AND"
+                " session_id IN (SELECT id FROM sessions WHERE uploader=? AND state='running')",
+                (now, uploader),
+            )
+            cursor.execute(
+                "UPDATE sessions SET ended_at=?, state='interrupted', message='process ended during"
+                " the session' WHERE uploader=? AND state='running'", (now, uploader),
+            )
+            return cursor.rowcount

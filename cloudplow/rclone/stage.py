@@ -1,0 +1,291 @@
+"""Running one stage: one rclone process uploading one explicit file list through one account.
+
+While rclone runs, two things watch it:
+- a reader thread parses its JSON log (`--use-json-log`) line by line and
+  reports every file the moment it is copied, deleted from the source or
+  failed, so the ledger is right even if cloudplow dies mid-stage;
+- the calling thread polls `core/stats` (with its group) for live progress,
+  and stops rclone when a file fails with the provider's limit message
+  (outside Google Drive rclone keeps going and every further upload would
+  be refused or wasted), when no byte moves for `stall_timeout`, or when
+  asked to stop.
+Then the exit code is read together with the error text (see exitcodes.py).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import subprocess
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Protocol
+
+import requests
+
+from cloudplow.rclone import execute
+from cloudplow.rclone.command import upload_command
+from cloudplow.rclone.exitcodes import ExitKind, classify_exit
+from cloudplow.rclone.rc import RcClient, free_port, new_credentials
+
+logger = logging.getLogger(__name__)
+
+_PORT_IN_USE = re.compile(r"address already in use|failed to start remote control", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class StageRequest:
+    binary: str
+    mode: str                                # move | copy
+    source: Path
+    destination: str
+    paths: tuple[str, ...]                   # relative to source
+    transfers: int
+    env: Mapping[str, str]
+    config_path: Path | None
+    drive: bool
+    user_flags: tuple[str, ...]
+    limit_patterns: tuple[re.Pattern[str], ...]
+    stall_timeout_seconds: float
+    work_dir: Path                           # where the file list is written
+    secrets: tuple[str, ...] = ()            # values to mask in anything kept or logged
+    poll_interval_seconds: float = 1.0
+
+
+@dataclass(frozen=True)
+class FileEvent:
+    kind: str                # uploaded | failed | deleted
+    path: str
+    at: float
+    size: int | None = None
+    started_at: float | None = None
+    error: str | None = None
+    limit: bool = False      # failed with the provider's limit message
+
+
+class StageListener(Protocol):
+    def on_file(self, event: FileEvent) -> None: ...
+    def on_progress(self, stats: dict) -> None: ...
+
+
+@dataclass
+class StageResult:
+    outcome: str             # completed | failed | limit | fatal | stalled | interrupted
+    exit_code: int | None
+    message: str
+    uploaded: dict[str, int] = field(default_factory=dict)
+    failed: dict[str, str] = field(default_factory=dict)      # path -> error (not limit)
+    limit_failed: set[str] = field(default_factory=set)       # refused or aborted by the limit
+    deleted: set[str] = field(default_factory=set)            # removed from the source (move)
+    limit_message: str | None = None
+
+    @property
+    def uploaded_bytes(self) -> int:
+        return sum(self.uploaded.values())
+
+
+class _LogWatcher:
+    """Parses rclone's JSON log on its own thread and keeps the stage's per-file results."""
+
+    def __init__(self, request: StageRequest, listener: StageListener, clock: Callable[[], float]):
+        self.request = request
+        self.listener = listener
+        self.clock = clock
+        self.lock = threading.Lock()
+        self.result = StageResult(outcome="completed", exit_code=None, message="")
+        self.limit_seen = threading.Event()
+        self.error_lines: deque[str] = deque(maxlen=20)
+        self.started_at: dict[str, float] = {}
+
+    def mask(self, text: str) -> str:
+        return execute.masked([text], self.request.secrets)
+
+    def is_limit(self, text: str) -> bool:
+        return any(pattern.search(text) for pattern in self.request.limit_patterns)
+
+    def follow(self, stream: IO[bytes]) -> None:
+        for raw_line in stream:
+            line = raw_line.decode("utf-8", errors="replace").strip()
+            if line:
+                try:
+                    self.handle(line)
+                except Exception:  # a listener failure must not kill the reader: rclone would block
+                    logger.exception("while handling rclone output")
+
+    def handle(self, line: str) -> None:
+        try:
+            record = json.loads(line)
+        except ValueError:
+            record = None
+        if not isinstance(record, dict):
+            # rclone prints usage errors and panics before its JSON logger starts.
+            self.error_lines.append(self.mask(line))
+            if self.is_limit(line):
+                self.note_limit(self.mask(line))
+            return
+        level = str(record.get("level", ""))
+        message = self.mask(str(record.get("msg", "")))
+        path = record.get("object")
+        now = self.clock()
+        if isinstance(path, str) and message.startswith(("Copied", "Moved")):
+            size = record.get("size")
+            size = int(size) if isinstance(size, int | float) else None
+            with self.lock:
+                self.result.uploaded[path] = size if size is not None else 0
+                self.result.failed.pop(path, None)
+                self.result.limit_failed.discard(path)
+            self.listener.on_file(FileEvent("uploaded", path, now, size=size,
+                                            started_at=self.started_at.get(path)))
+        elif isinstance(path, str) and message == "Deleted":
+            with self.lock:
+                self.result.deleted.add(path)
+            self.listener.on_file(FileEvent("deleted", path, now))
+        elif level in ("error", "critical", "fatal", "emergency", "alert"):
+            self.error_lines.append(f"{path}: {message}" if isinstance(path, str) else message)
+            limit = self.is_limit(message)
+            if limit:
+                self.note_limit(message)
+            if isinstance(path, str):
+                with self.lock:
+                    if limit:
+                        self.result.limit_failed.add(path)
+                    else:
+                        self.result.failed[path] = message
+                self.listener.on_file(FileEvent("failed", path, now, error=message, limit=limit,
+                                                started_at=self.started_at.get(path)))
+
+    def note_limit(self, message: str) -> None:
+        with self.lock:
+            if self.result.limit_message is None:
+                self.result.limit_message = message
+        self.limit_seen.set()
+
+    def note_transferring(self, stats: dict, now: float) -> None:
+        for transfer in stats.get("transferring") or ():
+            name = transfer.get("name")
+            if isinstance(name, str):
+                self.started_at.setdefault(name, now)
+
+
+def run_stage(
+    request: StageRequest, listener: StageListener, stop_event: threading.Event,
+    clock: Callable[[], float] = time.time,
+) -> StageResult:
+    """
+    Given a stage, run rclone on it until it ends, reporting files and progress
+    to `listener` as they happen; return the stage's result. Stop rclone early
+    when the limit is seen, when it stalls or when `stop_event` is set.
+    """
+    request.work_dir.mkdir(parents=True, exist_ok=True)
+    files_from = request.work_dir / "files-from.txt"
+    files_from.write_text("".join(f"{path}\n" for path in request.paths), encoding="utf-8")
+    for _attempt in range(3):
+        result = _run_once(request, listener, stop_event, clock, files_from)
+        if result is not None:
+            return result
+        logger.info("the RC port was taken; starting rclone again on another port")
+    return StageResult(outcome="fatal", exit_code=None,
+                       message="rclone could not start its remote control on 127.0.0.1")
+
+
+def _run_once(
+    request: StageRequest, listener: StageListener, stop_event: threading.Event,
+    clock: Callable[[], float], files_from: Path,
+) -> StageResult | None:
+    rc_user, rc_password = new_credentials()
+    rc_port = free_port()
+    argv = upload_command(
+        request.binary, mode=request.mode, source=request.source, destination=request.destination,
+        files_from=files_from, transfers=request.transfers, rc_port=rc_port,
+        config_path=request.config_path, drive=request.drive, user_flags=request.user_flags,
+    )
+    env = {**request.env, "RCLONE_RC_USER": rc_user, "RCLONE_RC_PASS": rc_password}
+    watcher = _LogWatcher(request, listener, clock)
+    process = execute.start(argv, env=env, secrets=(*request.secrets, rc_password))
+    assert process.stderr is not None
+    reader = threading.Thread(target=watcher.follow, args=(process.stderr,), daemon=True,
+                              name="rclone-log")
+    reader.start()
+    rc_client = RcClient(rc_port, rc_user, rc_password)
+    stopped_for: str | None = None
+    progress_signature: tuple = ()
+    last_progress_at = clock()
+    next_poll_at = 0.0
+    try:
+        while process.poll() is None:
+            if watcher.limit_seen.wait(0.1):
+                stopped_for = "limit"
+            elif stop_event.is_set():
+                stopped_for = "interrupted"
+            if stopped_for:
+                execute.stop(process)
+                break
+            now = clock()
+            if now >= next_poll_at:
+                next_poll_at = now + request.poll_interval_seconds
+                stats = _poll(rc_client)
+                if stats is not None:
+                    watcher.note_transferring(stats, now)
+                    listener.on_progress(stats)
+                    signature = tuple(stats.get(key, 0) for key in
+                                      ("bytes", "checks", "transfers", "deletes", "errors"))
+                    if signature != progress_signature:
+                        progress_signature, last_progress_at = signature, now
+            if now - last_progress_at > request.stall_timeout_seconds:
+                stopped_for = "stalled"
+                execute.stop(process)
+                break
+    finally:
+        if process.poll() is None:
+            execute.stop(process)
+        reader.join(timeout=30)
+        rc_client.close()
+    exit_code = process.returncode
+    result = watcher.result
+    result.exit_code = exit_code
+    last_error = watcher.error_lines[-1] if watcher.error_lines else ""
+    if stopped_for is None and exit_code != 0 and not result.uploaded and \
+            any(_PORT_IN_USE.search(line) for line in watcher.error_lines):
+        return None
+    if stopped_for is None and watcher.limit_seen.is_set():
+        stopped_for = "limit"
+    result.outcome, result.message = _conclude(stopped_for, exit_code, result, last_error,
+                                               request.stall_timeout_seconds)
+    return result
+
+
+def _poll(rc_client: RcClient) -> dict | None:
+    try:
+        return rc_client.stats()
+    except (requests.RequestException, ValueError):
+        return None  # not up yet, or already going down
+
+
+def _conclude(
+    stopped_for: str | None, exit_code: int, result: StageResult, last_error: str,
+    stall_timeout_seconds: float,
+) -> tuple[str, str]:
+    """Given why the stage ended and rclone's exit code, return (outcome, one-line message)."""
+    if stopped_for == "limit":
+        return "limit", f"the provider's limit was reached: {result.limit_message}"
+    if stopped_for == "stalled":
+        return "stalled", f"no progress for {stall_timeout_seconds:.0f} s; rclone was stopped"
+    if stopped_for == "interrupted":
+        return "interrupted", "stopped on request"
+    kind, meaning = classify_exit(exit_code)
+    if exit_code in (130, 143):
+        kind, meaning = ExitKind.SIGNAL, "ended by a signal"
+    detail = f"rclone exited {exit_code} ({meaning})" + (f": {last_error}" if last_error else "")
+    if kind in (ExitKind.OK, ExitKind.NOTHING, ExitKind.MAX_TRANSFER):
+        return "completed", f"rclone exited {exit_code} ({meaning})"
+    if kind is ExitKind.SIGNAL:
+        return "interrupted", detail
+    if kind in (ExitKind.ERRORS, ExitKind.RETRY, ExitKind.NOT_FOUND) and result.failed:
+        return "failed", f"{len(result.failed)} file(s) failed; {detail}"
+    return "fatal", detail
+

@@ -1,0 +1,389 @@
+"""One upload session: scan, plan, run a stage, re-read the ledger, re-plan, rotate.
+
+    scan source -> queue -> [ account states from the ledger -> plan -> run the
+    first stage -> record ] ... until the plan is empty
+
+Each turn runs only the first stage of a fresh plan, so the next stage is
+planned on what really happened (files that failed, a limit the provider
+enforced early). Every turn removes the stage's files from the queue or blocks
+its account, so a session always ends. Files refused because of the limit go
+back to the queue for the next account; files that failed for another reason
+are not tried again in this session.
+
+Exit codes (the `upload` command's contract): 0 everything planned was
+uploaded or there was nothing to do; 3 files remain because no account has
+quota left for them (they stay in the source, untouched); 1 failures.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import re
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cloudplow.config import Config, Uploader
+from cloudplow.ledger import Ledger
+from cloudplow.plan import Plan, PlanSettings, plan_uploads
+from cloudplow.quota import AccountReport, account_reports, block_until
+from cloudplow.rclone import command, execute
+from cloudplow.rclone.stage import FileEvent, StageRequest, StageResult, run_stage
+from cloudplow.scan import QueuedFile, ScanResult, scan, size_distribution
+from cloudplow.units import format_size
+
+logger = logging.getLogger(__name__)
+
+EXIT_OK = 0
+EXIT_FAILURES = 1
+EXIT_USAGE = 2
+EXIT_OUT_OF_QUOTA = 3
+
+StageRunner = Callable[[StageRequest, "_Recorder", threading.Event], StageResult]
+
+
+class SessionError(Exception):
+    """The session cannot start: a clear one-line reason for the user."""
+
+
+class UploaderBusy(SessionError):
+    """Another cloudplow process is uploading this uploader now."""
+
+
+@dataclass(frozen=True)
+class AccountRuntime:
+    """An account ready for rclone: its name and the environment that selects it."""
+
+    name: str
+    env: dict[str, str]
+
+
+@dataclass
+class SessionResult:
+    uploader: str
+    exit_code: int
+    message: str
+    session_id: int | None = None
+    queued_files: int = 0
+    queued_bytes: int = 0
+    uploaded_files: int = 0
+    uploaded_bytes: int = 0
+    stages: int = 0
+    failed_files: int = 0
+    left_files: int = 0
+    left_bytes: int = 0
+    accounts: list[dict] = field(default_factory=list)
+
+
+def plan_settings(uploader: Uploader) -> PlanSettings:
+    return PlanSettings(
+        reserve_bytes=uploader.quota.reserve_bytes, overshoot=uploader.quota.overshoot,
+        max_transfers=uploader.transfers,
+    )
+
+
+def reports_now(ledger: Ledger, uploader: Uploader, now: float) -> list[AccountReport]:
+    """Return every account's standing in rotation order, as the planner will see it."""
+    return account_reports(
+        ledger, [account.name for account in uploader.accounts],
+        configured_quota_bytes=uploader.quota.per_account_bytes,
+        window_seconds=uploader.quota.window_seconds, now=now,
+    )
+
+
+def scan_uploader(uploader: Uploader, ledger: Ledger, now: float) -> ScanResult:
+    """Scan the uploader's source; in copy mode, leave out files this uploader already uploaded."""
+    result = scan(
+        uploader.source, now=now, min_age_seconds=uploader.filters.min_age_seconds,
+        exclude=uploader.filters.exclude, exclude_open_files=uploader.filters.exclude_open_files,
+    )
+    if uploader.mode != "copy":
+        return result
+    uploaded = ledger.uploaded_sizes(uploader.name)
+    files = tuple(queued for queued in result.files if uploaded.get(queued.path) != queued.size)
+    if len(files) == len(result.files):
+        return result
+    oldest = min((queued.mtime for queued in files), default=None)
+    return ScanResult(
+        files=files, distribution=size_distribution([queued.size for queued in files]),
+        skipped_young=result.skipped_young, skipped_excluded=result.skipped_excluded,
+        skipped_open=result.skipped_open, skipped_unreadable=result.skipped_unreadable,
+        oldest_mtime=oldest,
+    )
+
+
+def plan_for(config: Config, uploader: Uploader, ledger: Ledger, now: float) -> tuple[ScanResult, Plan]:
+    """Scan and plan without uploading anything (for `plan` and `upload --dry-run`)."""
+    scanned = scan_uploader(uploader, ledger, now)
+    states = [report.to_state() for report in reports_now(ledger, uploader, now)]
+    return scanned, plan_uploads(scanned.files, states, plan_settings(uploader))
+
+
+def account_runtimes(config: Config, uploader: Uploader, binary: str) -> tuple[list[AccountRuntime], bool]:
+    """
+    Given an uploader, return its accounts with the environment that selects
+    each, and whether the destination uploads through Google Drive. A service
+    account file is handed to every drive remote under the destination.
+    Raise SessionError if service accounts are configured but no drive remote is.
+    """
+    try:
+        dump = command.config_dump(binary, config.rclone_config)
+    except execute.RcloneError as error:
+        raise SessionError(f"reading rclone's configuration failed: {error}") from error
+    drives = command.drive_remotes(dump, uploader.remote)
+    runtimes = []
+    for account in uploader.accounts:
+        env = dict(account.env)
+        if account.service_account_file is not None:
+            if not drives:
+                raise SessionError(
+                    f"uploaders.{uploader.name}.accounts.dir: the destination remote"
+                    f" '{uploader.remote}' has no Google Drive remote to give service accounts to"
+                )
+            env.update(command.service_account_env(drives, account.service_account_file))
+        runtimes.append(AccountRuntime(account.name, env))
+    return runtimes, bool(drives)
+
+
+@contextmanager
+def uploader_lock(state_dir: Path, uploader: str) -> Iterator[None]:
+    """
+    Hold the uploader's lock for a session, across processes: the CLI and the
+    daemon never upload the same uploader at once. The kernel releases the
+    lock when its process dies, so a crashed session leaves no stale lock.
+    Raise UploaderBusy if another process holds it.
+    """
+    lock_dir = state_dir / "locks"
+    lock_dir.mkdir(parents=True, exist_ok=True)
+    lock_path = lock_dir / f"{uploader}.lock"
+    with open(lock_path, "a+", encoding="utf-8") as lock_file:
+        try:
+            fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock_file.seek(0)
+            holder = lock_file.read().strip() or "another process"
+            raise UploaderBusy(
+                f"uploader '{uploader}' is being uploaded by {holder}; try again when it ends"
+            ) from None
+        lock_file.seek(0)
+        lock_file.truncate()
+        lock_file.write(f"pid {os.getpid()}")
+        lock_file.flush()
+        try:
+            yield
+        finally:
+            lock_file.seek(0)
+            lock_file.truncate()
+            fcntl.flock(lock_file, fcntl.LOCK_UN)
+
+
+class _Recorder:
+    """Receives one stage's events from the runner and writes them to the ledger at once."""
+
+    def __init__(
+        self, ledger: Ledger, *, uploader: str, session_id: int, stage_id: int, account: str,
+        sizes: dict[str, int], started_at: float, clock: Callable[[], float],
+    ):
+        self.ledger = ledger
+        self.uploader = uploader
+        self.session_id = session_id
+        self.stage_id = stage_id
+        self.account = account
+        self.sizes = sizes
+        self.started_at = started_at
+        self.clock = clock
+        self.last_stats: dict = {}
+        self._last_report_at = 0.0
+
+    def on_file(self, event: FileEvent) -> None:
+        if event.kind == "deleted":
+            return
+        size = event.size if event.size is not None else self.sizes.get(event.path, 0)
+        outcome = "uploaded" if event.kind == "uploaded" else ("limit" if event.limit else "failed")
+        self.ledger.record_file(
+            session_id=self.session_id, stage_id=self.stage_id, uploader=self.uploader,
+            account=self.account, path=event.path, size=size,
+            started_at=event.started_at or self.started_at, ended_at=event.at, outcome=outcome,
+            error=event.error,
+        )
+        if outcome == "failed":
+            logger.warning("%s: %s", event.path, event.error)
+
+    def on_progress(self, stats: dict) -> None:
+        self.last_stats = stats
+        now = self.clock()
+        if now - self._last_report_at >= 10:
+            self._last_report_at = now
+            logger.info(
+                "  %s of %s, %s/s, %d in flight", format_size(stats.get("bytes", 0)),
+                format_size(stats.get("totalBytes", 0)), format_size(stats.get("speed", 0)),
+                len(stats.get("transferring") or ()),
+            )
+
+
+def run_session(
+    config: Config, uploader: Uploader, ledger: Ledger, *, trigger: str = "manual",
+    stop_event: threading.Event | None = None, runner: StageRunner = run_stage,  # type: ignore[assignment]
+    clock: Callable[[], float] = time.time, binary: str | None = None,
+    accounts: Sequence[AccountRuntime] | None = None, drive: bool | None = None,
+) -> SessionResult:
+    """
+    Given an uploader, run one whole upload session and return its result.
+    Raise UploaderBusy if another process is uploading it, SessionError if it
+    cannot start.
+    """
+    stop_event = stop_event or threading.Event()
+    try:
+        binary = binary or execute.find_rclone(config.rclone_binary)
+    except execute.RcloneError as error:
+        raise SessionError(str(error)) from error
+    if accounts is None or drive is None:
+        accounts, drive = account_runtimes(config, uploader, binary)
+    with uploader_lock(config.state_dir, uploader.name):
+        ledger.mark_interrupted_sessions(uploader.name, now=clock())
+        return _run_locked(config, uploader, ledger, trigger=trigger, stop_event=stop_event,
+                           runner=runner, clock=clock, binary=binary, accounts=accounts,
+                           drive=drive)
+
+
+def _run_locked(
+    config: Config, uploader: Uploader, ledger: Ledger, *, trigger: str,
+    stop_event: threading.Event, runner: StageRunner, clock: Callable[[], float], binary: str,
+    accounts: Sequence[AccountRuntime], drive: bool,
+) -> SessionResult:
+    env_by_account = {account.name: account.env for account in accounts}
+    secrets = tuple(value for account in accounts for value in account.env.values() if value)
+    limit_patterns = tuple(re.compile(pattern, re.IGNORECASE)
+                           for pattern in uploader.quota.limit_patterns)
+    scanned = scan_uploader(uploader, ledger, clock())
+    queue: dict[str, QueuedFile] = {queued.path: queued for queued in scanned.files}
+    result = SessionResult(uploader.name, EXIT_OK, "", queued_files=len(queue),
+                           queued_bytes=scanned.distribution.total_bytes)
+    session_id = ledger.start_session(
+        uploader.name, now=clock(), trigger=trigger, queue_files=len(queue),
+        queue_bytes=scanned.distribution.total_bytes, distribution=scanned.distribution.to_dict(),
+    )
+    result.session_id = session_id
+    logger.info("%s: session %d: %d files, %s queued (%s)", uploader.name, session_id, len(queue),
+                format_size(result.queued_bytes), trigger)
+    fatal_message: str | None = None
+    interrupted = False
+    plan = None
+    while queue and not stop_event.is_set():
+        now = clock()
+        reports = reports_now(ledger, uploader, now)
+        plan = plan_uploads(list(queue.values()), [report.to_state() for report in reports],
+                            plan_settings(uploader))
+        if not plan.stages:
+            break
+        stage = plan.stages[0]
+        result.stages += 1
+        account_index = next(index for index, report in enumerate(reports)
+                             if report.name == stage.account)
+        logger.info(
+            "%s: stage %d: account %s (%d of %d), %d file(s), %s, %d transfer(s)%s",
+            uploader.name, result.stages, stage.account, account_index + 1, len(reports),
+            len(stage.files), format_size(stage.planned_bytes), stage.transfers,
+            ", overshoot" if stage.overshoot else "",
+        )
+        stage_id = ledger.start_stage(
+            session_id, number=result.stages, account=stage.account, transfers=stage.transfers,
+            overshoot=stage.overshoot, planned_files=len(stage.files),
+            planned_bytes=stage.planned_bytes, now=now,
+        )
+        recorder = _Recorder(
+            ledger, uploader=uploader.name, session_id=session_id, stage_id=stage_id,
+            account=stage.account, sizes={queued.path: queued.size for queued in stage.files},
+            started_at=now, clock=clock,
+        )
+        request = StageRequest(
+            binary=binary, mode=uploader.mode, source=uploader.source,
+            destination=uploader.destination, paths=tuple(queued.path for queued in stage.files),
+            transfers=stage.transfers, env=env_by_account[stage.account],
+            config_path=config.rclone_config, drive=drive, user_flags=uploader.rclone_flags,
+            limit_patterns=limit_patterns, stall_timeout_seconds=uploader.stall_timeout_seconds,
+            work_dir=config.state_dir / "work" / uploader.name, secrets=secrets,
+        )
+        outcome = runner(request, recorder, stop_event)
+        ledger.end_stage(stage_id, now=clock(), outcome=outcome.outcome,
+                         exit_code=outcome.exit_code, message=outcome.message)
+        logger.info("%s: stage %d %s: %d file(s), %s uploaded. %s", uploader.name, result.stages,
+                    outcome.outcome, len(outcome.uploaded), format_size(outcome.uploaded_bytes),
+                    outcome.message)
+        result.uploaded_files += len(outcome.uploaded)
+        result.uploaded_bytes += outcome.uploaded_bytes
+        result.failed_files += len(outcome.failed)
+        for queued in stage.files:
+            # Refused by the limit: back in the queue for the next account. Anything
+            # else (uploaded, failed, vanished, stalled) is done for this session.
+            if queued.path not in outcome.limit_failed or queued.path in outcome.uploaded:
+                queue.pop(queued.path, None)
+        if outcome.outcome == "limit":
+            _block(ledger, uploader, stage.account, outcome, clock())
+        elif outcome.outcome == "stalled":
+            result.failed_files += sum(
+                1 for queued in stage.files
+                if queued.path not in outcome.uploaded and queued.path not in outcome.failed
+            )
+        elif outcome.outcome == "interrupted":
+            interrupted = True
+            break
+        elif outcome.outcome == "fatal":
+            fatal_message = outcome.message
+            break
+
+    result.left_files = len(queue)
+    result.left_bytes = sum(queued.size for queued in queue.values())
+    result.accounts = [report.to_dict() for report in reports_now(ledger, uploader, clock())]
+    if interrupted or stop_event.is_set():
+        result.exit_code, result.message = EXIT_FAILURES, "interrupted; files not uploaded stay in the source"
+    elif fatal_message:
+        result.exit_code, result.message = EXIT_FAILURES, f"stopped: {fatal_message}"
+    elif result.failed_files:
+        result.exit_code = EXIT_FAILURES
+        result.message = f"{result.failed_files} file(s) failed; they stay in the source"
+    elif queue:
+        result.exit_code = EXIT_OUT_OF_QUOTA
+        result.message = (
+            f"no account has quota left for the {len(queue)} file(s), {format_size(result.left_bytes)}"
+            " still queued; they stay in the source for a later session"
+        )
+    else:
+        result.message = "everything queued was uploaded" if result.queued_files else "nothing to upload"
+    state = "interrupted" if interrupted else "finished"
+    ledger.end_session(session_id, now=clock(), state=state, exit_code=result.exit_code,
+                       message=result.message)
+    logger.info("%s: session %d ended (exit %d): %s; %d file(s), %s uploaded in %d stage(s)",
+                uploader.name, session_id, result.exit_code, result.message, result.uploaded_files,
+                format_size(result.uploaded_bytes), result.stages)
+    return result
+
+
+def _block(ledger: Ledger, uploader: Uploader, account: str, outcome: StageResult, now: float) -> None:
+    """Block an account that hit the provider's limit, recording the limit it really had."""
+    usage = ledger.usage([account], now=now, window_seconds=uploader.quota.window_seconds)[0]
+    until = block_until(usage, now=now, window_seconds=uploader.quota.window_seconds)
+    ledger.block_account(
+        account, uploader=uploader.name, now=now, until=until, reason="limit",
+        observed_limit_bytes=usage.used_bytes, message=outcome.limit_message or outcome.message,
+    )
+    logger.warning(
+        "%s: account %s hit the provider's limit at %s in the window; blocked until %s",
+        uploader.name, account, format_size(usage.used_bytes),
+        time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(until)),
+    )
+
+
+def summarize_plan(plan: Plan) -> list[dict]:
+    """Return the plan's stages as JSON-able dicts for `plan --json` and `upload --dry-run`."""
+    return [
+        {"account": stage.account, "files": len(stage.files), "bytes": stage.planned_bytes,
+         "transfers": stage.transfers, "overshoot": stage.overshoot,
+         "paths": [queued.path for queued in stage.files]}
+        for stage in plan.stages
+    ]
