@@ -75,6 +75,7 @@ class SessionResult:
     uploaded_bytes: int = 0
     stages: int = 0
     failed_files: int = 0
+    skipped_files: int = 0       # rclone had nothing to do: gone from the source or already there
     left_files: int = 0
     left_bytes: int = 0
     accounts: list[dict] = field(default_factory=list)
@@ -319,17 +320,20 @@ def _run_locked(
         result.uploaded_bytes += outcome.uploaded_bytes
         result.failed_files += len(outcome.failed)
         for queued in stage.files:
-            # Refused by the limit: back in the queue for the next account. Anything
-            # else (uploaded, failed, vanished, stalled) is done for this session.
-            if queued.path not in outcome.limit_failed or queued.path in outcome.uploaded:
-                queue.pop(queued.path, None)
+            untouched = queued.path not in outcome.uploaded and queued.path not in outcome.failed
+            if queued.path in outcome.limit_failed or (untouched and outcome.outcome == "limit"):
+                # Refused by the limit, or never started because of it: back in the
+                # queue for the next account.
+                continue
+            queue.pop(queued.path, None)
+            if untouched and queued.path not in outcome.deleted:
+                if outcome.outcome == "stalled":
+                    result.failed_files += 1
+                elif outcome.outcome == "completed":
+                    # rclone had nothing to do: gone from the source, or already there.
+                    result.skipped_files += 1
         if outcome.outcome == "limit":
             _block(ledger, uploader, stage.account, outcome, clock())
-        elif outcome.outcome == "stalled":
-            result.failed_files += sum(
-                1 for queued in stage.files
-                if queued.path not in outcome.uploaded and queued.path not in outcome.failed
-            )
         elif outcome.outcome == "interrupted":
             interrupted = True
             break
@@ -353,8 +357,13 @@ def _run_locked(
             f"no account has quota left for the {len(queue)} file(s), {format_size(result.left_bytes)}"
             " still queued; they stay in the source for a later session"
         )
+    elif not result.queued_files:
+        result.message = "nothing to upload"
     else:
-        result.message = "everything queued was uploaded" if result.queued_files else "nothing to upload"
+        result.message = f"all {result.uploaded_files} queued file(s) uploaded"
+        if result.skipped_files:
+            result.message += (f", {result.skipped_files} skipped (gone from the source or"
+                               " already at the destination)")
     state = "interrupted" if interrupted else "finished"
     ledger.end_session(session_id, now=clock(), state=state, exit_code=result.exit_code,
                        message=result.message)
