@@ -44,7 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="cloudplow",
         description="Quota-aware staged uploads of a media library through a pool of rclone accounts.",
     )
-    parser.add_argument("--config", help="configuration file (default: $CLOUDPLOW_CONFIG, else ./config.yaml)")
+    parser.add_argument(
+        "--config", help="configuration file (default: $CLOUDPLOW_CONFIG, else ./config.yaml)"
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug details")
     parser.add_argument("--version", action="version", version=f"cloudplow {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -225,8 +227,9 @@ def _status(config: Config, arguments: argparse.Namespace) -> int:
             print(f"{uploader.name}: {uploader.source} -> {uploader.destination} ({uploader.mode})")
             rows = [("session", "started", "state", "exit", "stages", "uploaded", "message")]
             for session in sessions:
+                exit_code = session["exit_code"]
                 rows.append((str(session["id"]), _format_time(session["started_at"], now).split(" (")[0],
-                             session["state"], str(session["exit_code"] if session["exit_code"] is not None else "-"),
+                             session["state"], "-" if exit_code is None else str(exit_code),
                              str(session["stages"]),
                              f"{session['uploaded_files']} / {format_size(session['uploaded_bytes'])}",
                              session["message"] or ""))

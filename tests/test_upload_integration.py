@@ -96,7 +96,7 @@ def test_three_accounts_are_filled_without_waste_and_the_rest_stays(tmp_path, qu
 def test_overshoot_stage_crosses_the_limit_with_exactly_one_file(tmp_path, quota_server):
     server = quota_server(dict.fromkeys(USERS[:2], QUOTA))
     source = tmp_path / "source"
-    sizes = media_sizes(int(2.6 * QUOTA), seed=11) + [9_000_000, 8_000_000]
+    sizes = [*media_sizes(int(2.6 * QUOTA), seed=11), 9_000_000, 8_000_000]
     original = make_source(source, sizes)
     config = write_config(tmp_path, server, users=USERS[:2], quota_bytes=QUOTA, source=source,
                           reserve_bytes=100_000, overshoot=True)
