@@ -209,7 +209,7 @@ class _Recorder:
         self.ledger.record_file(
             session_id=self.session_id, stage_id=self.stage_id, uploader=self.uploader,
             account=self.account, path=event.path, size=size,
-            started_at=event.started_at or self.started_at, ended_at=event.at, outcome=outcome,
+            started_at=event.started_at or self.started_at, ended_at=self.clock(), outcome=outcome,
             error=event.error,
         )
         if outcome == "failed":

@@ -60,7 +60,6 @@ class StageRequest:
 class FileEvent:
     kind: str                # uploaded | failed | deleted
     path: str
-    at: float
     size: int | None = None
     started_at: float | None = None
     error: str | None = None
@@ -91,10 +90,9 @@ class StageResult:
 class _LogWatcher:
     """Parses rclone's JSON log on its own thread and keeps the stage's per-file results."""
 
-    def __init__(self, request: StageRequest, listener: StageListener, clock: Callable[[], float]):
+    def __init__(self, request: StageRequest, listener: StageListener):
         self.request = request
         self.listener = listener
-        self.clock = clock
         self.lock = threading.Lock()
         self.result = StageResult(outcome="completed", exit_code=None, message="")
         self.limit_seen = threading.Event()
@@ -130,7 +128,6 @@ class _LogWatcher:
         level = str(record.get("level", ""))
         message = self.mask(str(record.get("msg", "")))
         path = record.get("object")
-        now = self.clock()
         if isinstance(path, str) and message.startswith(("Copied", "Moved")):
             size = record.get("size")
             size = int(size) if isinstance(size, int | float) else None
@@ -138,12 +135,12 @@ class _LogWatcher:
                 self.result.uploaded[path] = size if size is not None else 0
                 self.result.failed.pop(path, None)
                 self.result.limit_failed.discard(path)
-            self.listener.on_file(FileEvent("uploaded", path, now, size=size,
+            self.listener.on_file(FileEvent("uploaded", path, size=size,
                                             started_at=self.started_at.get(path)))
         elif isinstance(path, str) and message == "Deleted":
             with self.lock:
                 self.result.deleted.add(path)
-            self.listener.on_file(FileEvent("deleted", path, now))
+            self.listener.on_file(FileEvent("deleted", path))
         elif level in ("error", "critical", "fatal", "emergency", "alert"):
             self.error_lines.append(f"{path}: {message}" if isinstance(path, str) else message)
             limit = self.is_limit(message)
@@ -155,7 +152,7 @@ class _LogWatcher:
                         self.result.limit_failed.add(path)
                     else:
                         self.result.failed[path] = message
-                self.listener.on_file(FileEvent("failed", path, now, error=message, limit=limit,
+                self.listener.on_file(FileEvent("failed", path, error=message, limit=limit,
                                                 started_at=self.started_at.get(path)))
 
     def note_limit(self, message: str) -> None:
@@ -204,7 +201,7 @@ def _run_once(
         config_path=request.config_path, drive=request.drive, user_flags=request.user_flags,
     )
     env = {**request.env, "RCLONE_RC_USER": rc_user, "RCLONE_RC_PASS": rc_password}
-    watcher = _LogWatcher(request, listener, clock)
+    watcher = _LogWatcher(request, listener)
     process = execute.start(argv, env=env, secrets=(*request.secrets, rc_password))
     assert process.stderr is not None
     reader = threading.Thread(target=watcher.follow, args=(process.stderr,), daemon=True,

@@ -1,0 +1,192 @@
+"""The session loop with a substituted stage runner (no rclone): rotation, blocks, termination,
+exit codes. The same loop runs the real rclone in test_upload_integration.py."""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+import pytest
+import yaml
+
+from cloudplow.config import load_config
+from cloudplow.ledger import Ledger
+from cloudplow.rclone.stage import FileEvent, StageRequest, StageResult
+from cloudplow.session import AccountRuntime, UploaderBusy, run_session, uploader_lock
+
+MB = 10**6
+
+
+class Clock:
+    def __init__(self, now: float = 1_000_000.0):
+        self.now = now
+
+    def __call__(self) -> float:
+        self.now += 1
+        return self.now
+
+
+def setup(tmp_path: Path, sizes: list[int], *, accounts=("a", "b"), quota=10 * MB, overshoot=False):
+    source = tmp_path / "source"
+    for index, size in enumerate(sizes):
+        path = source / f"f{index:02d}.bin"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"x" * size)
+        os.utime(path, (1000, 1000))
+    document = {"state_dir": "state", "uploaders": {"media": {
+        "source": "source", "destination": "remote:media",
+        "accounts": {"list": [{"name": name, "env": {"SECRET": f"pw-{name}"}} for name in accounts]},
+        "quota": {"per_account": quota, "reserve": 0, "overshoot": overshoot},
+        "filters": {"min_age": "0s", "exclude_open_files": False},
+    }}}
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(document))
+    config = load_config(tmp_path / "config.yaml")
+    ledger = Ledger.in_state_dir(config.state_dir)
+    runtimes = [AccountRuntime(name, {"SECRET": f"pw-{name}"}) for name in accounts]
+    return config, config.uploaders["media"], ledger, runtimes
+
+
+def session(config, uploader, ledger, runtimes, runner, clock=None):
+    return run_session(config, uploader, ledger, runner=runner, clock=clock or Clock(),
+                       binary="rclone", accounts=runtimes, drive=False)
+
+
+def uploading(limit_after: dict[str, int] | None = None):
+    """A runner that uploads every file, except that an account refuses once it has N files."""
+    calls: list[StageRequest] = []
+    counts: dict[str, int] = {}
+
+    def runner(request: StageRequest, listener, stop_event: threading.Event) -> StageResult:
+        calls.append(request)
+        account = request.env["SECRET"].removeprefix("pw-")
+        result = StageResult("completed", 0, "ok")
+        for path in request.paths:
+            size = (request.source / path).stat().st_size
+            allowed = (limit_after or {}).get(account)
+            if allowed is not None and counts.get(account, 0) >= allowed:
+                result.limit_failed.add(path)
+                result.limit_message = "User rate limit exceeded."
+                listener.on_file(FileEvent("failed", path, error="User rate limit exceeded.",
+                                           limit=True))
+                result.outcome, result.exit_code = "limit", 1
+                break
+            counts[account] = counts.get(account, 0) + 1
+            result.uploaded[path] = size
+            listener.on_file(FileEvent("uploaded", path, size=size))
+        return result
+
+    return runner, calls
+
+
+def test_accounts_are_filled_in_turn_and_the_rest_waits(tmp_path: Path) -> None:
+    config, uploader, ledger, runtimes = setup(tmp_path, [4 * MB] * 6)
+    runner, calls = uploading()
+
+    result = session(config, uploader, ledger, runtimes, runner)
+
+    assert [request.env["SECRET"] for request in calls] == ["pw-a", "pw-b"]
+    assert [len(request.paths) for request in calls] == [2, 2]
+    assert result.exit_code == 3 and result.left_files == 2
+    assert ledger.uploaded_bytes_by_account() == {"a": 8 * MB, "b": 8 * MB}
+
+
+def test_a_limit_blocks_the_account_and_its_files_move_to_the_next(tmp_path: Path) -> None:
+    config, uploader, ledger, runtimes = setup(tmp_path, [2 * MB] * 6)
+    runner, calls = uploading(limit_after={"a": 1})
+
+    result = session(config, uploader, ledger, runtimes, runner)
+
+    assert [request.env["SECRET"] for request in calls] == ["pw-a", "pw-b"]
+    assert len(calls[1].paths) == 5, "the refused and the never-started files go to b"
+    assert result.exit_code == 0 and result.uploaded_files == 6
+    usage = ledger.usage(["a", "b"], now=1_000_100, window_seconds=86400)
+    assert usage[0].block is not None and usage[0].observed_limit_bytes == 2 * MB
+    assert usage[1].block is None
+
+
+def test_a_stage_that_uploads_nothing_is_not_retried(tmp_path: Path) -> None:
+    config, uploader, ledger, runtimes = setup(tmp_path, [MB] * 3)
+    calls = []
+
+    def nothing(request, listener, stop_event):
+        calls.append(request)
+        return StageResult("completed", 0, "nothing to do")
+
+    result = session(config, uploader, ledger, runtimes, nothing)
+
+    assert len(calls) == 1
+    assert result.exit_code == 0 and result.skipped_files == 3
+
+
+def test_failed_files_are_not_retried_and_make_exit_1(tmp_path: Path) -> None:
+    config, uploader, ledger, runtimes = setup(tmp_path, [MB] * 3)
+    calls = []
+
+    def failing(request, listener, stop_event):
+        calls.append(request)
+        result = StageResult("failed", 1, "1 file(s) failed")
+        for path in request.paths:
+            result.failed[path] = "500 Internal Server Error"
+            listener.on_file(FileEvent("failed", path, error="500 Internal Server Error"))
+        return result
+
+    result = session(config, uploader, ledger, runtimes, failing)
+
+    assert len(calls) == 1 and result.exit_code == 1 and result.failed_files == 3
+    assert ledger.uploaded_bytes_by_account() == {}
+
+
+def test_a_fatal_error_stops_the_session(tmp_path: Path) -> None:
+    config, uploader, ledger, runtimes = setup(tmp_path, [6 * MB] * 4)
+    calls = []
+
+    def fatal(request, listener, stop_event):
+        calls.append(request)
+        return StageResult("fatal", 7, "rclone exited 7: shared drive is full")
+
+    result = session(config, uploader, ledger, runtimes, fatal)
+
+    assert len(calls) == 1
+    assert result.exit_code == 1 and "shared drive is full" in result.message
+    assert ledger.sessions("media")[0]["exit_code"] == 1
+
+
+def test_every_account_blocked_ends_with_exit_3(tmp_path: Path) -> None:
+    config, uploader, ledger, runtimes = setup(tmp_path, [MB] * 4)
+    runner, calls = uploading(limit_after={"a": 0, "b": 0})
+
+    result = session(config, uploader, ledger, runtimes, runner)
+
+    assert len(calls) == 2 and result.exit_code == 3 and result.left_files == 4
+    assert all(source.exists() for source in (tmp_path / "source").iterdir())
+
+
+def test_overshoot_stage_runs_alone_with_one_transfer(tmp_path: Path) -> None:
+    config, uploader, ledger, runtimes = setup(tmp_path, [6 * MB, 6 * MB, 3 * MB], accounts=("a",),
+                                               overshoot=True)
+    runner, calls = uploading()
+
+    result = session(config, uploader, ledger, runtimes, runner)
+
+    assert [(len(c.paths), c.transfers) for c in calls] == [(2, 2), (1, 1)]
+    assert result.exit_code == 0 and ledger.uploaded_bytes_by_account() == {"a": 15 * MB}
+
+
+def test_the_ledger_window_frees_usage_as_it_ages(tmp_path: Path) -> None:
+    config, uploader, ledger, runtimes = setup(tmp_path, [4 * MB] * 3, accounts=("a",))
+    runner, _ = uploading()
+    clock = Clock(1_000_000)
+    session(config, uploader, ledger, runtimes, runner, clock)
+
+    inside = ledger.usage(["a"], now=clock.now + 3600, window_seconds=86400)[0]
+    outside = ledger.usage(["a"], now=clock.now + 86400, window_seconds=86400)[0]
+    assert inside.used_bytes == 8 * MB and outside.used_bytes == 0
+
+
+def test_the_lock_refuses_a_second_session_for_the_same_uploader(tmp_path: Path) -> None:
+    with uploader_lock(tmp_path, "media"), pytest.raises(UploaderBusy, match="media"), \
+            uploader_lock(tmp_path, "media"):
+        pass
+    with uploader_lock(tmp_path, "media"):  # released after use
+        pass
