@@ -75,6 +75,7 @@ class SessionResult:
     uploaded_bytes: int = 0
     stages: int = 0
     failed_files: int = 0
+    deferred_files: int = 0      # larger than any account can take now
     skipped_files: int = 0       # rclone had nothing to do: gone from the source or already there
     left_files: int = 0
     left_bytes: int = 0
@@ -274,7 +275,7 @@ def _run_locked(
                 format_size(result.queued_bytes), trigger)
     fatal_message: str | None = None
     interrupted = False
-    plan = None
+    plan: Plan | None = None
     while queue and not stop_event.is_set():
         now = clock()
         reports = reports_now(ledger, uploader, now)
@@ -342,6 +343,11 @@ def _run_locked(
             break
 
     result.left_files = len(queue)
+    if plan is not None and not plan.stages:
+        result.deferred_files = len(plan.deferred)
+        for queued in plan.deferred[:10]:
+            logger.warning("%s: deferred %s (%s): larger than any account can take now",
+                           uploader.name, queued.path, format_size(queued.size))
     result.left_bytes = sum(queued.size for queued in queue.values())
     result.accounts = [report.to_dict() for report in reports_now(ledger, uploader, clock())]
     if interrupted or stop_event.is_set():
@@ -357,6 +363,9 @@ def _run_locked(
             f"no account has quota left for the {len(queue)} file(s), {format_size(result.left_bytes)}"
             " still queued; they stay in the source for a later session"
         )
+        if result.deferred_files:
+            result.message += (f" ({result.deferred_files} of them larger than any account can"
+                               " take now)")
     elif not result.queued_files:
         result.message = "nothing to upload"
     else:

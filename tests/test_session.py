@@ -190,3 +190,15 @@ def test_the_lock_refuses_a_second_session_for_the_same_uploader(tmp_path: Path)
         pass
     with uploader_lock(tmp_path, "media"):  # released after use
         pass
+
+
+def test_a_file_larger_than_any_account_is_deferred_and_reported(tmp_path: Path) -> None:
+    config, uploader, ledger, runtimes = setup(tmp_path, [12 * MB, 3 * MB])
+    runner, calls = uploading()
+
+    result = session(config, uploader, ledger, runtimes, runner)
+
+    assert [len(c.paths) for c in calls] == [1]
+    assert result.exit_code == 3 and result.deferred_files == 1 and result.left_files == 1
+    assert "larger than any account can take now" in result.message
+    assert (tmp_path / "source" / "f00.bin").stat().st_size == 12 * MB
