@@ -99,11 +99,21 @@ def reports_now(ledger: Ledger, uploader: Uploader, now: float) -> list[AccountR
 
 
 def scan_uploader(uploader: Uploader, ledger: Ledger, now: float) -> ScanResult:
-    """Scan the uploader's source; in copy mode, leave out files this uploader already uploaded."""
-    result = scan(
-        uploader.source, now=now, min_age_seconds=uploader.filters.min_age_seconds,
-        exclude=uploader.filters.exclude, exclude_open_files=uploader.filters.exclude_open_files,
-    )
+    """
+    Scan the uploader's source; in copy mode, leave out files this uploader
+    already uploaded. Raise SessionError if the source cannot be listed.
+    """
+    try:
+        result = scan(
+            uploader.source, now=now, min_age_seconds=uploader.filters.min_age_seconds,
+            exclude=uploader.filters.exclude, exclude_open_files=uploader.filters.exclude_open_files,
+        )
+    except OSError as error:
+        # A missing or unmounted source must not look like an empty queue.
+        raise SessionError(
+            f"uploaders.{uploader.name}.source: cannot scan {uploader.source}:"
+            f" {error.strerror or error}"
+        ) from error
     if uploader.mode != "copy":
         return result
     uploaded = ledger.uploaded_sizes(uploader.name)

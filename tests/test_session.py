@@ -13,7 +13,7 @@ import yaml
 from cloudplow.config import load_config
 from cloudplow.ledger import Ledger
 from cloudplow.rclone.stage import FileEvent, StageRequest, StageResult
-from cloudplow.session import AccountRuntime, UploaderBusy, run_session, uploader_lock
+from cloudplow.session import AccountRuntime, SessionError, UploaderBusy, run_session, uploader_lock
 
 MB = 10**6
 
@@ -202,3 +202,15 @@ def test_a_file_larger_than_any_account_is_deferred_and_reported(tmp_path: Path)
     assert result.exit_code == 3 and result.deferred_files == 1 and result.left_files == 1
     assert "larger than any account can take now" in result.message
     assert (tmp_path / "source" / "f00.bin").stat().st_size == 12 * MB
+
+
+def test_a_source_that_vanished_is_a_clear_error_not_an_empty_queue(tmp_path: Path) -> None:
+    config, uploader, ledger, runtimes = setup(tmp_path, [MB])
+    for path in (tmp_path / "source").iterdir():
+        path.unlink()
+    (tmp_path / "source").rmdir()
+    runner, calls = uploading()
+
+    with pytest.raises(SessionError, match=r"^uploaders\.media\.source: cannot scan .*source"):
+        session(config, uploader, ledger, runtimes, runner)
+    assert calls == []

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import threading
 import time
@@ -179,7 +180,8 @@ def run_stage(
     """
     request.work_dir.mkdir(parents=True, exist_ok=True)
     files_from = request.work_dir / "files-from.txt"
-    files_from.write_text("".join(f"{path}\n" for path in request.paths), encoding="utf-8")
+    # fsencode: names that are not UTF-8 reach rclone as the bytes they are on disk.
+    files_from.write_bytes(b"".join(os.fsencode(path) + b"\n" for path in request.paths))
     for _attempt in range(3):
         result = _run_once(request, listener, stop_event, clock, files_from)
         if result is not None:
