@@ -75,7 +75,7 @@ class SessionResult:
     uploaded_bytes: int = 0
     stages: int = 0
     failed_files: int = 0
-    deferred_files: int = 0      # larger than any account can take now
+    deferred_files: int = 0      # larger than a whole account's quota (overshoot off)
     skipped_files: int = 0       # rclone had nothing to do: gone from the source or already there
     left_files: int = 0
     left_bytes: int = 0
@@ -285,7 +285,6 @@ def _run_locked(
                 format_size(result.queued_bytes), trigger)
     fatal_message: str | None = None
     interrupted = False
-    plan: Plan | None = None
     while queue and not stop_event.is_set():
         now = clock()
         reports = reports_now(ledger, uploader, now)
@@ -353,10 +352,13 @@ def _run_locked(
             break
 
     result.left_files = len(queue)
-    if plan is not None and not plan.stages:
-        result.deferred_files = len(plan.deferred)
-        for queued in plan.deferred[:10]:
-            logger.warning("%s: deferred %s (%s): larger than any account can take now",
+    if not uploader.quota.overshoot:
+        # Files that no account can take even in a fresh window: say so, or they wait forever.
+        whole_account_bytes = uploader.quota.per_account_bytes - uploader.quota.reserve_bytes
+        too_large = [queued for queued in queue.values() if queued.size > whole_account_bytes]
+        result.deferred_files = len(too_large)
+        for queued in too_large[:10]:
+            logger.warning("%s: deferred %s (%s): larger than a whole account's quota",
                            uploader.name, queued.path, format_size(queued.size))
     result.left_bytes = sum(queued.size for queued in queue.values())
     result.accounts = [report.to_dict() for report in reports_now(ledger, uploader, clock())]
@@ -374,8 +376,8 @@ def _run_locked(
             " still queued; they stay in the source for a later session"
         )
         if result.deferred_files:
-            result.message += (f" ({result.deferred_files} of them larger than any account can"
-                               " take now)")
+            result.message += (f"; {result.deferred_files} of them are larger than a whole"
+                               " account's quota and need quota.overshoot")
     elif not result.queued_files:
         result.message = "nothing to upload"
     else:

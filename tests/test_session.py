@@ -200,7 +200,7 @@ def test_a_file_larger_than_any_account_is_deferred_and_reported(tmp_path: Path)
 
     assert [len(c.paths) for c in calls] == [1]
     assert result.exit_code == 3 and result.deferred_files == 1 and result.left_files == 1
-    assert "larger than any account can take now" in result.message
+    assert "larger than a whole account's quota and need quota.overshoot" in result.message
     assert (tmp_path / "source" / "f00.bin").stat().st_size == 12 * MB
 
 
