@@ -20,13 +20,14 @@ install: $(STAMP)
 
 run: install
 	@if [ -f config.yaml ] || [ -n "$$CLOUDPLOW_CONFIG" ]; then \
-		$(BIN)/cloudplow upload; \
+		exec $(BIN)/cloudplow run; \
 	else \
-		$(BIN)/python -m cloudplow.demo; \
+		exec $(BIN)/python -m cloudplow.demo; \
 	fi
 
 lint: install
 	$(BIN)/ruff check cloudplow tests bench
+	$(BIN)/ruff format --check cloudplow tests bench
 	$(BIN)/mypy
 
 test: install lint

@@ -52,9 +52,7 @@ def build_tree(root: Path, file_count: int, files_per_directory: int, now: float
             size = int(10 ** generator.uniform(3, 10.7))
             age = generator.uniform(0, 7 * 86400)
             young += age < MIN_AGE_SECONDS
-            descriptor = os.open(
-                os.path.join(directory, name), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644
-            )
+            descriptor = os.open(os.path.join(directory, name), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
             try:
                 os.ftruncate(descriptor, size)
                 os.utime(descriptor, (now - age, now - age))

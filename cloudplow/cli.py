@@ -15,10 +15,13 @@ import time
 from collections.abc import Sequence
 from datetime import datetime
 
+import requests
+
 from cloudplow import __version__
 from cloudplow.config import Config, ConfigError, Uploader, default_config_path, load_config, summarize
+from cloudplow.daemon import check_triggers, run_daemon
 from cloudplow.ledger import Ledger
-from cloudplow.quota import AccountReport
+from cloudplow.live import LiveState
 from cloudplow.session import (
     EXIT_FAILURES,
     EXIT_OK,
@@ -30,6 +33,7 @@ from cloudplow.session import (
     run_session,
     summarize_plan,
 )
+from cloudplow.status import status_document
 from cloudplow.units import format_duration, format_size
 
 logger = logging.getLogger("cloudplow")
@@ -52,10 +56,14 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     commands.add_parser("check-config", help="validate the configuration and print a summary")
+    commands.add_parser("run", help="the daemon: scheduled checks and uploads, /metrics, /status, /healthz")
 
     upload = commands.add_parser("upload", help="run one upload session per uploader now")
     upload.add_argument("names", nargs="*", metavar="NAME", help="uploaders (default: all)")
     upload.add_argument("--dry-run", action="store_true", help="plan and print; start no rclone")
+    upload.add_argument(
+        "--check", action="store_true", help="only upload the uploaders whose triggers fire now"
+    )
 
     plan = commands.add_parser("plan", help="print the stage plan; upload nothing")
     plan.add_argument("name", nargs="?", metavar="NAME")
@@ -75,7 +83,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     arguments = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if arguments.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)-7s %(message)s", datefmt="%H:%M:%S", stream=sys.stderr,
+        format="%(asctime)s %(levelname)-7s %(message)s",
+        datefmt="%H:%M:%S",
+        stream=sys.stderr,
     )
     logging.getLogger("urllib3").setLevel(logging.WARNING)
     try:
@@ -101,6 +111,10 @@ def _selected(config: Config, names: Sequence[str]) -> list[Uploader]:
     return [config.uploaders[name] for name in names] if names else list(config.uploaders.values())
 
 
+def _run(config: Config, arguments: argparse.Namespace) -> int:
+    return run_daemon(config)
+
+
 def _check_config(config: Config, arguments: argparse.Namespace) -> int:
     print(summarize(config))
     return EXIT_OK
@@ -116,7 +130,14 @@ def _upload(config: Config, arguments: argparse.Namespace) -> int:
     exit_codes = []
     with Ledger.in_state_dir(config.state_dir) as ledger:
         for uploader in uploaders:
-            result = run_session(config, uploader, ledger)
+            trigger = "manual"
+            if arguments.check:
+                _, decision = check_triggers(uploader, ledger, time.time())
+                print(f"{uploader.name}: {'upload' if decision.fire else 'no upload'}: {decision.detail}")
+                if not decision.fire:
+                    continue
+                trigger = decision.reason
+            result = run_session(config, uploader, ledger, trigger=trigger)
             print(
                 f"{uploader.name}: exit {result.exit_code}: {result.message}. Uploaded"
                 f" {result.uploaded_files} file(s), {format_size(result.uploaded_bytes)} in"
@@ -135,8 +156,11 @@ def _print_plan(config: Config, uploader: Uploader, ledger: Ledger, *, as_json: 
     reports = reports_now(ledger, uploader, now)
     document = {
         "uploader": uploader.name,
-        "queue": {"files": len(scanned.files), "bytes": scanned.distribution.total_bytes,
-                  "distribution": scanned.distribution.to_dict()},
+        "queue": {
+            "files": len(scanned.files),
+            "bytes": scanned.distribution.total_bytes,
+            "distribution": scanned.distribution.to_dict(),
+        },
         "stages": summarize_plan(plan),
         "planned": {"files": plan.planned_files, "bytes": plan.planned_bytes},
         "deferred": [{"path": queued.path, "bytes": queued.size} for queued in plan.deferred],
@@ -145,30 +169,40 @@ def _print_plan(config: Config, uploader: Uploader, ledger: Ledger, *, as_json: 
     }
     if as_json:
         return document
-    print(f"{uploader.name}: {len(scanned.files)} file(s), "
-          f"{format_size(scanned.distribution.total_bytes)} queued; plan of {len(plan.stages)} stage(s),"
-          f" {plan.planned_files} file(s), {format_size(plan.planned_bytes)}")
+    print(
+        f"{uploader.name}: {len(scanned.files)} file(s), "
+        f"{format_size(scanned.distribution.total_bytes)} queued; plan of {len(plan.stages)} stage(s),"
+        f" {plan.planned_files} file(s), {format_size(plan.planned_bytes)}"
+    )
     rows = [("stage", "account", "files", "bytes", "transfers", "note")]
     for number, stage in enumerate(plan.stages, start=1):
-        rows.append((str(number), stage.account, str(len(stage.files)),
-                     format_size(stage.planned_bytes), str(stage.transfers),
-                     "overshoot: one file crosses the limit" if stage.overshoot else ""))
+        rows.append(
+            (
+                str(number),
+                stage.account,
+                str(len(stage.files)),
+                format_size(stage.planned_bytes),
+                str(stage.transfers),
+                "overshoot: one file crosses the limit" if stage.overshoot else "",
+            )
+        )
     _print_table(rows)
     if plan.deferred:
         print(f"deferred: {len(plan.deferred)} file(s) larger than any account can take now:")
         for queued in plan.deferred[:10]:
             print(f"  {queued.path} ({format_size(queued.size)})")
     if plan.waiting:
-        print(f"waiting: {len(plan.waiting)} file(s), {format_size(sum(q.size for q in plan.waiting))}"
-              " for which no account has room in this window")
+        print(
+            f"waiting: {len(plan.waiting)} file(s), {format_size(sum(q.size for q in plan.waiting))}"
+            " for which no account has room in this window"
+        )
     return document
 
 
 def _plan(config: Config, arguments: argparse.Namespace) -> int:
     uploaders = _selected(config, [arguments.name] if arguments.name else [])
     with Ledger.in_state_dir(config.state_dir) as ledger:
-        documents = [_print_plan(config, uploader, ledger, as_json=arguments.json)
-                     for uploader in uploaders]
+        documents = [_print_plan(config, uploader, ledger, as_json=arguments.json) for uploader in uploaders]
     if arguments.json:
         print(json.dumps(documents if len(documents) != 1 else documents[0], indent=2))
     return EXIT_OK
@@ -181,15 +215,22 @@ def _format_time(timestamp: float | None, now: float) -> str:
     return f"{local:%Y-%m-%d %H:%M} (in {format_duration(timestamp - now)})"
 
 
-def _account_rows(reports: Sequence[AccountReport], now: float) -> list[tuple[str, ...]]:
-    rows = [("account", "used", "remaining", "quota", "frees at", "blocked until")]
-    for report in reports:
+def _account_rows(accounts: Sequence[dict], now: float) -> list[tuple[str, ...]]:
+    rows: list[tuple[str, ...]] = [("account", "used", "remaining", "quota", "frees at", "blocked until")]
+    for account in accounts:
         blocked = "-"
-        if report.blocked_until is not None:
-            blocked = f"{_format_time(report.blocked_until, now)} ({report.block_reason})"
-        rows.append((report.name, format_size(report.used_bytes),
-                     format_size(report.remaining_bytes), format_size(report.quota_bytes),
-                     _format_time(report.frees_at, now), blocked))
+        if account["blocked_until"] is not None:
+            blocked = f"{_format_time(account['blocked_until'], now)} ({account['block_reason']})"
+        rows.append(
+            (
+                account["name"],
+                format_size(account["used_bytes"]),
+                format_size(account["remaining_bytes"]),
+                format_size(account["quota_bytes"]),
+                _format_time(account["frees_at"], now),
+                blocked,
+            )
+        )
     return rows
 
 
@@ -202,44 +243,83 @@ def _quota(config: Config, arguments: argparse.Namespace) -> int:
             reports = reports_now(ledger, uploader, now)
             document[uploader.name] = [report.to_dict() for report in reports]
             if not arguments.json:
-                print(f"{uploader.name}: {format_size(uploader.quota.per_account_bytes)} per account"
-                      f" per {format_duration(uploader.quota.window_seconds)}")
-                _print_table(_account_rows(reports, now))
+                print(
+                    f"{uploader.name}: {format_size(uploader.quota.per_account_bytes)} per account"
+                    f" per {format_duration(uploader.quota.window_seconds)}"
+                )
+                _print_table(_account_rows(document[uploader.name], now))
     if arguments.json:
         print(json.dumps(document, indent=2))
     return EXIT_OK
 
 
+def _daemon_status(config: Config) -> dict | None:
+    """Return the running daemon's /status, or None when no daemon answers."""
+    host = "127.0.0.1" if config.server_host in ("0.0.0.0", "::", "") else config.server_host  # noqa: S104
+    try:
+        response = requests.get(f"http://{host}:{config.server_port}/status", timeout=3)
+        response.raise_for_status()
+        document = response.json()
+    except (requests.RequestException, ValueError):
+        return None
+    return document if isinstance(document, dict) and document.get("source") == "daemon" else None
+
+
 def _status(config: Config, arguments: argparse.Namespace) -> int:
     now = time.time()
-    document: dict = {"version": __version__, "source": "state_dir", "uploaders": {}}
-    with Ledger.in_state_dir(config.state_dir) as ledger:
-        for uploader in config.uploaders.values():
-            sessions = ledger.sessions(uploader.name, limit=5)
-            reports = reports_now(ledger, uploader, now)
-            document["uploaders"][uploader.name] = {
-                "state": "uploading" if sessions and sessions[0]["state"] == "running" else "idle",
-                "sessions": sessions,
-                "accounts": [report.to_dict() for report in reports],
-            }
-            if arguments.json:
-                continue
-            print(f"{uploader.name}: {uploader.source} -> {uploader.destination} ({uploader.mode})")
-            rows = [("session", "started", "state", "exit", "stages", "uploaded", "message")]
-            for session in sessions:
-                exit_code = session["exit_code"]
-                rows.append((str(session["id"]), _format_time(session["started_at"], now).split(" (")[0],
-                             session["state"], "-" if exit_code is None else str(exit_code),
-                             str(session["stages"]),
-                             f"{session['uploaded_files']} / {format_size(session['uploaded_bytes'])}",
-                             session["message"] or ""))
-            if len(rows) == 1:
-                print("  no sessions yet")
-            else:
-                _print_table(rows)
-            _print_table(_account_rows(reports, now))
+    document = _daemon_status(config)
+    if document is None:
+        with Ledger.in_state_dir(config.state_dir) as ledger:
+            document = status_document(config, ledger, LiveState(), now=now, source="state_dir")
     if arguments.json:
         print(json.dumps(document, indent=2))
+        return EXIT_OK
+    origin = "running daemon" if document["source"] == "daemon" else "state directory; no daemon answered"
+    print(f"cloudplow {document['version']} (from the {origin})")
+    for name, uploader in document["uploaders"].items():
+        queue = uploader["queue"]
+        queued = (
+            ""
+            if queue["files"] is None
+            else f"; {queue['files']} file(s), {format_size(queue['bytes'])} queued"
+        )
+        print(
+            f"{name}: {uploader['state']}: {uploader['source']} -> {uploader['destination']}"
+            f" ({uploader['mode']}){queued}"
+        )
+        session = uploader["session"]
+        if session and "stage" in session:
+            print(
+                f"  session {session['id']}: stage {session['stage']}, account {session['account']}"
+                f" ({session['account_index']} of {session['accounts']}),"
+                f" {format_size(session['stage_bytes'])} of {format_size(session['planned_bytes'])},"
+                f" {format_size(session['speed'])}/s"
+            )
+            for transfer in session["active_transfers"]:
+                sent, size = format_size(transfer["bytes"]), format_size(transfer["size"])
+                print(f"    {transfer['name']}: {sent} of {size}")
+        if uploader["next_check"]:
+            next_check = _format_time(uploader["next_check"], now)
+            print(f"  next check {next_check}; last decision: {uploader['last_decision']}")
+        rows = [("session", "started", "state", "exit", "stages", "uploaded", "message")]
+        for session in uploader["recent_sessions"]:
+            exit_code = session["exit_code"]
+            rows.append(
+                (
+                    str(session["id"]),
+                    _format_time(session["started_at"], now).split(" (")[0],
+                    session["state"],
+                    "-" if exit_code is None else str(exit_code),
+                    str(session["stages"]),
+                    f"{session['uploaded_files']} / {format_size(session['uploaded_bytes'])}",
+                    session["message"] or "",
+                )
+            )
+        if len(rows) == 1:
+            print("  no sessions yet")
+        else:
+            _print_table(rows)
+        _print_table(_account_rows(uploader["accounts"], now))
     return EXIT_OK
 
 
@@ -250,6 +330,7 @@ def _print_table(rows: Sequence[Sequence[str]]) -> None:
 
 
 _COMMANDS = {
+    "run": _run,
     "check-config": _check_config,
     "upload": _upload,
     "plan": _plan,

@@ -76,6 +76,17 @@ CREATE TABLE IF NOT EXISTS blocks (
     message TEXT
 );
 CREATE INDEX IF NOT EXISTS blocks_account_until ON blocks(account, until);
+-- Covers the rolling-window sums for every account in one range scan.
+CREATE INDEX IF NOT EXISTS files_outcome_ended ON files(outcome, ended_at, account, size);
+-- Monotonic totals for the metrics, kept as they happen so a scrape never sums history.
+CREATE TABLE IF NOT EXISTS counters (
+    uploader TEXT NOT NULL,
+    name TEXT NOT NULL,               -- uploaded_bytes | uploaded_files | rclone_exits | rotations | ...
+    account TEXT NOT NULL DEFAULT '',
+    label TEXT NOT NULL DEFAULT '',
+    value REAL NOT NULL DEFAULT 0,
+    PRIMARY KEY (uploader, name, account, label)
+);
 """
 
 
@@ -95,8 +106,8 @@ class Usage:
 
     account: str
     used_bytes: int
-    oldest_at: float | None      # when the oldest upload still in the window ended
-    block: Block | None          # the block in force at `now`, if any
+    oldest_at: float | None  # when the oldest upload still in the window ended
+    block: Block | None  # the block in force at `now`, if any
     observed_limit_bytes: int | None  # the lowest limit the provider showed within the window
 
 
@@ -153,21 +164,31 @@ class Ledger:
     # --- sessions and stages ---------------------------------------------------------
 
     def start_session(
-        self, uploader: str, *, now: float, trigger: str, queue_files: int, queue_bytes: int,
+        self,
+        uploader: str,
+        *,
+        now: float,
+        trigger: str,
+        queue_files: int,
+        queue_bytes: int,
         distribution: dict | None,
     ) -> int:
         with self._transaction() as cursor:
             cursor.execute(
                 "INSERT INTO sessions (uploader, started_at, state, trigger, queue_files, queue_bytes,"
                 " distribution) VALUES (?, ?, 'running', ?, ?, ?, ?)",
-                (uploader, now, trigger, queue_files, queue_bytes,
-                 json.dumps(distribution) if distribution is not None else None),
+                (
+                    uploader,
+                    now,
+                    trigger,
+                    queue_files,
+                    queue_bytes,
+                    json.dumps(distribution) if distribution is not None else None,
+                ),
             )
             return int(cursor.lastrowid or 0)
 
-    def end_session(
-        self, session_id: int, *, now: float, state: str, exit_code: int, message: str
-    ) -> None:
+    def end_session(self, session_id: int, *, now: float, state: str, exit_code: int, message: str) -> None:
         with self._transaction() as cursor:
             cursor.execute(
                 "UPDATE sessions SET ended_at=?, state=?, exit_code=?, message=? WHERE id=?",
@@ -175,15 +196,22 @@ class Ledger:
             )
 
     def start_stage(
-        self, session_id: int, *, number: int, account: str, transfers: int, overshoot: bool,
-        planned_files: int, planned_bytes: int, now: float,
+        self,
+        session_id: int,
+        *,
+        number: int,
+        account: str,
+        transfers: int,
+        overshoot: bool,
+        planned_files: int,
+        planned_bytes: int,
+        now: float,
     ) -> int:
         with self._transaction() as cursor:
             cursor.execute(
                 "INSERT INTO stages (session_id, number, account, transfers, overshoot, planned_files,"
                 " planned_bytes, started_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (session_id, number, account, transfers, int(overshoot), planned_files,
-                 planned_bytes, now),
+                (session_id, number, account, transfers, int(overshoot), planned_files, planned_bytes, now),
             )
             return int(cursor.lastrowid or 0)
 
@@ -197,21 +225,56 @@ class Ledger:
             )
 
     def record_file(
-        self, *, session_id: int, stage_id: int, uploader: str, account: str, path: str,
-        size: int, started_at: float, ended_at: float, outcome: str, error: str | None = None,
+        self,
+        *,
+        session_id: int,
+        stage_id: int,
+        uploader: str,
+        account: str,
+        path: str,
+        size: int,
+        started_at: float,
+        ended_at: float,
+        outcome: str,
+        error: str | None = None,
     ) -> None:
         """Record one file's outcome the moment rclone reports it; `uploaded` counts as usage."""
         with self._transaction() as cursor:
             cursor.execute(
                 "INSERT INTO files (session_id, stage_id, uploader, account, path, size, started_at,"
                 " ended_at, outcome, error) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (session_id, stage_id, uploader, account, path, size, started_at, ended_at,
-                 outcome, error),
+                (session_id, stage_id, uploader, account, path, size, started_at, ended_at, outcome, error),
             )
+            if outcome == "uploaded":
+                _increment(cursor, uploader, "uploaded_bytes", size, account=account)
+                _increment(cursor, uploader, "uploaded_files", 1, account=account)
+
+    def increment(
+        self, uploader: str, name: str, amount: float = 1, *, account: str = "", label: str = ""
+    ) -> None:
+        """Add `amount` to one of the uploader's persistent counters."""
+        with self._transaction() as cursor:
+            _increment(cursor, uploader, name, amount, account=account, label=label)
+
+    def counters(self) -> list[tuple[str, str, str, str, float]]:
+        """Return every counter as (uploader, name, account, label, value)."""
+        return [
+            tuple(row)
+            for row in self._query(  # type: ignore[misc]
+                "SELECT uploader, name, account, label, value FROM counters"
+            )
+        ]
 
     def block_account(
-        self, account: str, *, uploader: str, now: float, until: float, reason: str,
-        observed_limit_bytes: int | None, message: str,
+        self,
+        account: str,
+        *,
+        uploader: str,
+        now: float,
+        until: float,
+        reason: str,
+        observed_limit_bytes: int | None,
+        message: str,
     ) -> None:
         with self._transaction() as cursor:
             cursor.execute(
@@ -219,6 +282,7 @@ class Ledger:
                 " message) VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (account, uploader, now, until, reason, observed_limit_bytes, message),
             )
+            _increment(cursor, uploader, "limit_hits", 1, account=account)
 
     # --- reading ---------------------------------------------------------------------
 
@@ -226,39 +290,52 @@ class Ledger:
         """
         Given account names and the rolling window ending at `now`, return each
         account's used bytes, the block in force and the lowest limit the
-        provider showed within the window, in the order given.
+        provider showed within the window, in the order given. Three queries
+        whatever the number of accounts: a scrape of 500 accounts stays cheap.
         """
         window_start = now - window_seconds
-        result = []
-        for account in accounts:
-            used_bytes, oldest_at = self._query(
-                "SELECT COALESCE(SUM(size), 0), MIN(ended_at) FROM files"
-                " WHERE account=? AND outcome='uploaded' AND ended_at>?",
-                (account, window_start),
-            )[0]
-            block_rows = self._query(
-                "SELECT account, at, until, reason, observed_limit_bytes, message FROM blocks"
-                " WHERE account=? AND until>? ORDER BY until DESC LIMIT 1",
-                (account, now),
+        used = {
+            account: (int(total), oldest)
+            for account, total, oldest in self._query(
+                "SELECT account, SUM(size), MIN(ended_at) FROM files"
+                " WHERE outcome='uploaded' AND ended_at>? GROUP BY account",
+                (window_start,),
             )
-            observed = self._query(
-                "SELECT MIN(observed_limit_bytes) FROM blocks WHERE account=? AND at>?",
-                (account, window_start),
-            )[0][0]
-            result.append(Usage(
+        }
+        blocks: dict[str, Block] = {}
+        for row in self._query(
+            "SELECT account, at, until, reason, observed_limit_bytes, message FROM blocks"
+            " WHERE until>? ORDER BY until",
+            (now,),
+        ):
+            blocks[row[0]] = Block(*row)  # the latest `until` wins
+        observed = dict(
+            self._query(
+                "SELECT account, MIN(observed_limit_bytes) FROM blocks WHERE at>?"
+                " AND observed_limit_bytes IS NOT NULL GROUP BY account",
+                (window_start,),
+            )
+        )
+        return [
+            Usage(
                 account=account,
-                used_bytes=int(used_bytes),
-                oldest_at=oldest_at,
-                block=Block(*block_rows[0]) if block_rows else None,
-                observed_limit_bytes=observed,
-            ))
-        return result
+                used_bytes=used.get(account, (0, None))[0],
+                oldest_at=used.get(account, (0, None))[1],
+                block=blocks.get(account),
+                observed_limit_bytes=observed.get(account),
+            )
+            for account in accounts
+        ]
+
+    def last_upload_at(self, uploader: str) -> float | None:
+        """Return when this uploader last uploaded a file, or None if never."""
+        return self._query(
+            "SELECT MAX(ended_at) FROM files WHERE uploader=? AND outcome='uploaded'", (uploader,)
+        )[0][0]
 
     def uploaded_bytes_by_account(self) -> dict[str, int]:
         """Return all bytes ever recorded as uploaded, per account (for checks and reports)."""
-        rows = self._query(
-            "SELECT account, SUM(size) FROM files WHERE outcome='uploaded' GROUP BY account"
-        )
+        rows = self._query("SELECT account, SUM(size) FROM files WHERE outcome='uploaded' GROUP BY account")
         return {account: int(total) for account, total in rows}
 
     def uploaded_sizes(self, uploader: str) -> dict[str, int]:
@@ -279,13 +356,24 @@ class Ledger:
             parameters.append(uploader)
         sql += " ORDER BY id DESC LIMIT ?"
         parameters.append(limit)
-        columns = ("id", "uploader", "started_at", "ended_at", "state", "exit_code", "trigger",
-                   "queue_files", "queue_bytes", "message")
+        columns = (
+            "id",
+            "uploader",
+            "started_at",
+            "ended_at",
+            "state",
+            "exit_code",
+            "trigger",
+            "queue_files",
+            "queue_bytes",
+            "message",
+        )
         sessions = [dict(zip(columns, row, strict=True)) for row in self._query(sql, parameters)]
         for session in sessions:
             totals = self._query(
                 "SELECT COUNT(*), COALESCE(SUM(size), 0) FROM files WHERE session_id=? AND"
-                " outcome='uploaded'", (session["id"],),
+                " outcome='uploaded'",
+                (session["id"],),
             )[0]
             session["uploaded_files"], session["uploaded_bytes"] = int(totals[0]), int(totals[1])
             session["stages"] = self._query(
@@ -294,8 +382,20 @@ class Ledger:
         return sessions
 
     def stages(self, session_id: int) -> list[dict]:
-        columns = ("id", "number", "account", "transfers", "overshoot", "planned_files",
-                   "planned_bytes", "started_at", "ended_at", "outcome", "exit_code", "message")
+        columns = (
+            "id",
+            "number",
+            "account",
+            "transfers",
+            "overshoot",
+            "planned_files",
+            "planned_bytes",
+            "started_at",
+            "ended_at",
+            "outcome",
+            "exit_code",
+            "message",
+        )
         rows = self._query(
             f"SELECT {', '.join(columns)} FROM stages WHERE session_id=? ORDER BY number",  # noqa: S608
             (session_id,),
@@ -303,8 +403,8 @@ class Ledger:
         stages = [dict(zip(columns, row, strict=True)) for row in rows]
         for stage in stages:
             files, size = self._query(
-                "SELECT COUNT(*), COALESCE(SUM(size), 0) FROM files WHERE stage_id=? AND"
-                " outcome='uploaded'", (stage["id"],),
+                "SELECT COUNT(*), COALESCE(SUM(size), 0) FROM files WHERE stage_id=? AND outcome='uploaded'",
+                (stage["id"],),
             )[0]
             stage["uploaded_files"], stage["uploaded_bytes"] = int(files), int(size)
         return stages
@@ -330,6 +430,23 @@ class Ledger:
             )
             cursor.execute(
                 "UPDATE sessions SET ended_at=?, state='interrupted', message='process ended during"
-                " the session' WHERE uploader=? AND state='running'", (now, uploader),
+                " the session' WHERE uploader=? AND state='running'",
+                (now, uploader),
             )
             return cursor.rowcount
+
+
+def _increment(
+    cursor: sqlite3.Cursor,
+    uploader: str,
+    name: str,
+    amount: float,
+    *,
+    account: str = "",
+    label: str = "",
+) -> None:
+    cursor.execute(
+        "INSERT INTO counters (uploader, name, account, label, value) VALUES (?, ?, ?, ?, ?)"
+        " ON CONFLICT (uploader, name, account, label) DO UPDATE SET value = value + excluded.value",
+        (uploader, name, account, label, amount),
+    )

@@ -91,8 +91,8 @@ class Stage:
 @dataclass(frozen=True, slots=True)
 class Plan:
     stages: tuple[Stage, ...]
-    deferred: tuple[QueuedFile, ...]   # larger than any available account can take now
-    waiting: tuple[QueuedFile, ...]    # would fit, but no account has room left in this window
+    deferred: tuple[QueuedFile, ...]  # larger than any available account can take now
+    waiting: tuple[QueuedFile, ...]  # would fit, but no account has room left in this window
 
     @property
     def planned_bytes(self) -> int:

@@ -23,17 +23,19 @@ from cloudplow.plan import AccountState
 class AccountReport:
     name: str
     configured_quota_bytes: int
-    quota_bytes: int                 # effective: lowered by an observed limit within the window
+    quota_bytes: int  # effective: lowered by an observed limit within the window
     used_bytes: int
     remaining_bytes: int
     blocked_until: float | None
     block_reason: str | None
-    frees_at: float | None           # when the oldest upload in the window ages out
+    frees_at: float | None  # when the oldest upload in the window ages out
     observed_limit_bytes: int | None
 
     def to_state(self) -> AccountState:
         return AccountState(
-            name=self.name, quota_bytes=self.quota_bytes, used_bytes=self.used_bytes,
+            name=self.name,
+            quota_bytes=self.quota_bytes,
+            used_bytes=self.used_bytes,
             blocked=self.blocked_until is not None,
         )
 
@@ -41,9 +43,7 @@ class AccountReport:
         return {field: getattr(self, field) for field in self.__slots__}
 
 
-def account_report(
-    usage: Usage, *, configured_quota_bytes: int, window_seconds: float
-) -> AccountReport:
+def account_report(usage: Usage, *, configured_quota_bytes: int, window_seconds: float) -> AccountReport:
     """Given one account's usage from the ledger and its configured quota, return its report."""
     quota_bytes = configured_quota_bytes
     if usage.observed_limit_bytes is not None:
@@ -62,13 +62,16 @@ def account_report(
 
 
 def account_reports(
-    ledger: Ledger, accounts: Sequence[str], *, configured_quota_bytes: int,
-    window_seconds: float, now: float,
+    ledger: Ledger,
+    accounts: Sequence[str],
+    *,
+    configured_quota_bytes: int,
+    window_seconds: float,
+    now: float,
 ) -> list[AccountReport]:
     """Given account names in rotation order, return their reports at `now`."""
     return [
-        account_report(usage, configured_quota_bytes=configured_quota_bytes,
-                       window_seconds=window_seconds)
+        account_report(usage, configured_quota_bytes=configured_quota_bytes, window_seconds=window_seconds)
         for usage in ledger.usage(accounts, now=now, window_seconds=window_seconds)
     ]
 

@@ -30,6 +30,7 @@ from pathlib import Path
 
 from cloudplow.config import Config, Uploader
 from cloudplow.ledger import Ledger
+from cloudplow.live import LiveState
 from cloudplow.plan import Plan, PlanSettings, plan_uploads
 from cloudplow.quota import AccountReport, account_reports, block_until
 from cloudplow.rclone import command, execute
@@ -75,8 +76,8 @@ class SessionResult:
     uploaded_bytes: int = 0
     stages: int = 0
     failed_files: int = 0
-    deferred_files: int = 0      # larger than a whole account's quota (overshoot off)
-    skipped_files: int = 0       # rclone had nothing to do: gone from the source or already there
+    deferred_files: int = 0  # larger than a whole account's quota (overshoot off)
+    skipped_files: int = 0  # rclone had nothing to do: gone from the source or already there
     left_files: int = 0
     left_bytes: int = 0
     accounts: list[dict] = field(default_factory=list)
@@ -84,7 +85,8 @@ class SessionResult:
 
 def plan_settings(uploader: Uploader) -> PlanSettings:
     return PlanSettings(
-        reserve_bytes=uploader.quota.reserve_bytes, overshoot=uploader.quota.overshoot,
+        reserve_bytes=uploader.quota.reserve_bytes,
+        overshoot=uploader.quota.overshoot,
         max_transfers=uploader.transfers,
     )
 
@@ -92,9 +94,11 @@ def plan_settings(uploader: Uploader) -> PlanSettings:
 def reports_now(ledger: Ledger, uploader: Uploader, now: float) -> list[AccountReport]:
     """Return every account's standing in rotation order, as the planner will see it."""
     return account_reports(
-        ledger, [account.name for account in uploader.accounts],
+        ledger,
+        [account.name for account in uploader.accounts],
         configured_quota_bytes=uploader.quota.per_account_bytes,
-        window_seconds=uploader.quota.window_seconds, now=now,
+        window_seconds=uploader.quota.window_seconds,
+        now=now,
     )
 
 
@@ -105,14 +109,16 @@ def scan_uploader(uploader: Uploader, ledger: Ledger, now: float) -> ScanResult:
     """
     try:
         result = scan(
-            uploader.source, now=now, min_age_seconds=uploader.filters.min_age_seconds,
-            exclude=uploader.filters.exclude, exclude_open_files=uploader.filters.exclude_open_files,
+            uploader.source,
+            now=now,
+            min_age_seconds=uploader.filters.min_age_seconds,
+            exclude=uploader.filters.exclude,
+            exclude_open_files=uploader.filters.exclude_open_files,
         )
     except OSError as error:
         # A missing or unmounted source must not look like an empty queue.
         raise SessionError(
-            f"uploaders.{uploader.name}.source: cannot scan {uploader.source}:"
-            f" {error.strerror or error}"
+            f"uploaders.{uploader.name}.source: cannot scan {uploader.source}: {error.strerror or error}"
         ) from error
     if uploader.mode != "copy":
         return result
@@ -122,9 +128,12 @@ def scan_uploader(uploader: Uploader, ledger: Ledger, now: float) -> ScanResult:
         return result
     oldest = min((queued.mtime for queued in files), default=None)
     return ScanResult(
-        files=files, distribution=size_distribution([queued.size for queued in files]),
-        skipped_young=result.skipped_young, skipped_excluded=result.skipped_excluded,
-        skipped_open=result.skipped_open, skipped_unreadable=result.skipped_unreadable,
+        files=files,
+        distribution=size_distribution([queued.size for queued in files]),
+        skipped_young=result.skipped_young,
+        skipped_excluded=result.skipped_excluded,
+        skipped_open=result.skipped_open,
+        skipped_unreadable=result.skipped_unreadable,
         oldest_mtime=oldest,
     )
 
@@ -198,10 +207,20 @@ class _Recorder:
     """Receives one stage's events from the runner and writes them to the ledger at once."""
 
     def __init__(
-        self, ledger: Ledger, *, uploader: str, session_id: int, stage_id: int, account: str,
-        sizes: dict[str, int], started_at: float, clock: Callable[[], float],
+        self,
+        ledger: Ledger,
+        live: LiveState,
+        *,
+        uploader: str,
+        session_id: int,
+        stage_id: int,
+        account: str,
+        sizes: dict[str, int],
+        started_at: float,
+        clock: Callable[[], float],
     ):
         self.ledger = ledger
+        self.live = live
         self.uploader = uploader
         self.session_id = session_id
         self.stage_id = stage_id
@@ -209,7 +228,7 @@ class _Recorder:
         self.sizes = sizes
         self.started_at = started_at
         self.clock = clock
-        self.last_stats: dict = {}
+        self.bytes_in_flight: dict[str, int] = {}  # name -> bytes sent, from the latest stats
         self._last_report_at = 0.0
 
     def on_file(self, event: FileEvent) -> None:
@@ -218,38 +237,66 @@ class _Recorder:
         size = event.size if event.size is not None else self.sizes.get(event.path, 0)
         outcome = "uploaded" if event.kind == "uploaded" else ("limit" if event.limit else "failed")
         self.ledger.record_file(
-            session_id=self.session_id, stage_id=self.stage_id, uploader=self.uploader,
-            account=self.account, path=event.path, size=size,
-            started_at=event.started_at or self.started_at, ended_at=self.clock(), outcome=outcome,
+            session_id=self.session_id,
+            stage_id=self.stage_id,
+            uploader=self.uploader,
+            account=self.account,
+            path=event.path,
+            size=size,
+            started_at=event.started_at or self.started_at,
+            ended_at=self.clock(),
+            outcome=outcome,
             error=event.error,
         )
+        if outcome == "uploaded":
+            self.live.file_uploaded(self.uploader, size)
+        else:
+            # What was sent of a failed upload is lost quota and bandwidth.
+            wasted_bytes = self.bytes_in_flight.get(event.path, 0)
+            if wasted_bytes:
+                self.ledger.increment(self.uploader, "wasted_bytes", wasted_bytes, account=self.account)
         if outcome == "failed":
             logger.warning("%s: %s", event.path, event.error)
 
     def on_progress(self, stats: dict) -> None:
-        self.last_stats = stats
+        self.live.update(self.uploader, stats=stats)
+        for transfer in stats.get("transferring") or ():
+            if isinstance(transfer.get("name"), str):
+                self.bytes_in_flight[transfer["name"]] = int(transfer.get("bytes") or 0)
         now = self.clock()
         if now - self._last_report_at >= 10:
             self._last_report_at = now
             logger.info(
-                "  %s of %s, %s/s, %d in flight", format_size(stats.get("bytes", 0)),
-                format_size(stats.get("totalBytes", 0)), format_size(stats.get("speed", 0)),
+                "  %s of %s, %s/s, %d in flight",
+                format_size(stats.get("bytes", 0)),
+                format_size(stats.get("totalBytes", 0)),
+                format_size(stats.get("speed", 0)),
                 len(stats.get("transferring") or ()),
             )
 
 
 def run_session(
-    config: Config, uploader: Uploader, ledger: Ledger, *, trigger: str = "manual",
-    stop_event: threading.Event | None = None, runner: StageRunner = run_stage,  # type: ignore[assignment]
-    clock: Callable[[], float] = time.time, binary: str | None = None,
-    accounts: Sequence[AccountRuntime] | None = None, drive: bool | None = None,
+    config: Config,
+    uploader: Uploader,
+    ledger: Ledger,
+    *,
+    trigger: str = "manual",
+    stop_event: threading.Event | None = None,
+    runner: StageRunner = run_stage,  # type: ignore[assignment]
+    clock: Callable[[], float] = time.time,
+    binary: str | None = None,
+    accounts: Sequence[AccountRuntime] | None = None,
+    drive: bool | None = None,
+    live: LiveState | None = None,
+    scanned: ScanResult | None = None,
 ) -> SessionResult:
     """
-    Given an uploader, run one whole upload session and return its result.
-    Raise UploaderBusy if another process is uploading it, SessionError if it
-    cannot start.
+    Given an uploader, run one whole upload session and return its result,
+    reporting progress to `live` as it goes. Raise UploaderBusy if another
+    process is uploading it, SessionError if it cannot start.
     """
     stop_event = stop_event or threading.Event()
+    live = live or LiveState()
     try:
         binary = binary or execute.find_rclone(config.rclone_binary)
     except execute.RcloneError as error:
@@ -258,74 +305,175 @@ def run_session(
         accounts, drive = account_runtimes(config, uploader, binary)
     with uploader_lock(config.state_dir, uploader.name):
         ledger.mark_interrupted_sessions(uploader.name, now=clock())
-        return _run_locked(config, uploader, ledger, trigger=trigger, stop_event=stop_event,
-                           runner=runner, clock=clock, binary=binary, accounts=accounts,
-                           drive=drive)
+        try:
+            return _run_locked(
+                config,
+                uploader,
+                ledger,
+                trigger=trigger,
+                stop_event=stop_event,
+                runner=runner,
+                clock=clock,
+                binary=binary,
+                accounts=accounts,
+                drive=drive,
+                live=live,
+                scanned=scanned,
+            )
+        finally:
+            live.session_ended(uploader.name)
 
 
 def _run_locked(
-    config: Config, uploader: Uploader, ledger: Ledger, *, trigger: str,
-    stop_event: threading.Event, runner: StageRunner, clock: Callable[[], float], binary: str,
-    accounts: Sequence[AccountRuntime], drive: bool,
+    config: Config,
+    uploader: Uploader,
+    ledger: Ledger,
+    *,
+    trigger: str,
+    stop_event: threading.Event,
+    runner: StageRunner,
+    clock: Callable[[], float],
+    binary: str,
+    accounts: Sequence[AccountRuntime],
+    drive: bool,
+    live: LiveState,
+    scanned: ScanResult | None,
 ) -> SessionResult:
     env_by_account = {account.name: account.env for account in accounts}
     secrets = tuple(value for account in accounts for value in account.env.values() if value)
-    limit_patterns = tuple(re.compile(pattern, re.IGNORECASE)
-                           for pattern in uploader.quota.limit_patterns)
-    scanned = scan_uploader(uploader, ledger, clock())
+    limit_patterns = tuple(re.compile(pattern, re.IGNORECASE) for pattern in uploader.quota.limit_patterns)
+    scanned = scanned or scan_uploader(uploader, ledger, clock())
     queue: dict[str, QueuedFile] = {queued.path: queued for queued in scanned.files}
-    result = SessionResult(uploader.name, EXIT_OK, "", queued_files=len(queue),
-                           queued_bytes=scanned.distribution.total_bytes)
+    result = SessionResult(
+        uploader.name, EXIT_OK, "", queued_files=len(queue), queued_bytes=scanned.distribution.total_bytes
+    )
     session_id = ledger.start_session(
-        uploader.name, now=clock(), trigger=trigger, queue_files=len(queue),
-        queue_bytes=scanned.distribution.total_bytes, distribution=scanned.distribution.to_dict(),
+        uploader.name,
+        now=clock(),
+        trigger=trigger,
+        queue_files=len(queue),
+        queue_bytes=scanned.distribution.total_bytes,
+        distribution=scanned.distribution.to_dict(),
     )
     result.session_id = session_id
-    logger.info("%s: session %d: %d files, %s queued (%s)", uploader.name, session_id, len(queue),
-                format_size(result.queued_bytes), trigger)
+    live.update(
+        uploader.name,
+        state="uploading",
+        session_id=session_id,
+        session_started_at=clock(),
+        session_uploaded_bytes=0,
+        session_uploaded_files=0,
+        queue_files=len(queue),
+        queue_bytes=result.queued_bytes,
+        queue_distribution=scanned.distribution.to_dict(),
+        queue_oldest_mtime=scanned.oldest_mtime,
+        accounts_in_pool=len(accounts),
+    )
+    previous: tuple[str, str] | None = None  # (account, outcome) of the last stage
+    logger.info(
+        "%s: session %d: %d files, %s queued (%s)",
+        uploader.name,
+        session_id,
+        len(queue),
+        format_size(result.queued_bytes),
+        trigger,
+    )
     fatal_message: str | None = None
     interrupted = False
     while queue and not stop_event.is_set():
         now = clock()
         reports = reports_now(ledger, uploader, now)
-        plan = plan_uploads(list(queue.values()), [report.to_state() for report in reports],
-                            plan_settings(uploader))
+        plan = plan_uploads(
+            list(queue.values()), [report.to_state() for report in reports], plan_settings(uploader)
+        )
         if not plan.stages:
             break
         stage = plan.stages[0]
         result.stages += 1
-        account_index = next(index for index, report in enumerate(reports)
-                             if report.name == stage.account)
+        account_index = next(index for index, report in enumerate(reports) if report.name == stage.account)
         logger.info(
             "%s: stage %d: account %s (%d of %d), %d file(s), %s, %d transfer(s)%s",
-            uploader.name, result.stages, stage.account, account_index + 1, len(reports),
-            len(stage.files), format_size(stage.planned_bytes), stage.transfers,
+            uploader.name,
+            result.stages,
+            stage.account,
+            account_index + 1,
+            len(reports),
+            len(stage.files),
+            format_size(stage.planned_bytes),
+            stage.transfers,
             ", overshoot" if stage.overshoot else "",
         )
+        if previous is not None and previous[0] != stage.account:
+            ledger.increment(uploader.name, "rotations", label=_ROTATION_REASONS.get(previous[1], "other"))
+        live.update(
+            uploader.name,
+            stage_number=result.stages,
+            stage_account=stage.account,
+            stage_account_index=account_index + 1,
+            stage_planned_bytes=stage.planned_bytes,
+            stage_planned_files=len(stage.files),
+            stage_transfers=stage.transfers,
+            stage_overshoot=stage.overshoot,
+            stats={},
+        )
         stage_id = ledger.start_stage(
-            session_id, number=result.stages, account=stage.account, transfers=stage.transfers,
-            overshoot=stage.overshoot, planned_files=len(stage.files),
-            planned_bytes=stage.planned_bytes, now=now,
+            session_id,
+            number=result.stages,
+            account=stage.account,
+            transfers=stage.transfers,
+            overshoot=stage.overshoot,
+            planned_files=len(stage.files),
+            planned_bytes=stage.planned_bytes,
+            now=now,
         )
         recorder = _Recorder(
-            ledger, uploader=uploader.name, session_id=session_id, stage_id=stage_id,
-            account=stage.account, sizes={queued.path: queued.size for queued in stage.files},
-            started_at=now, clock=clock,
+            ledger,
+            live,
+            uploader=uploader.name,
+            session_id=session_id,
+            stage_id=stage_id,
+            account=stage.account,
+            sizes={queued.path: queued.size for queued in stage.files},
+            started_at=now,
+            clock=clock,
         )
         request = StageRequest(
-            binary=binary, mode=uploader.mode, source=uploader.source,
-            destination=uploader.destination, paths=tuple(queued.path for queued in stage.files),
-            transfers=stage.transfers, env=env_by_account[stage.account],
-            config_path=config.rclone_config, drive=drive, user_flags=uploader.rclone_flags,
-            limit_patterns=limit_patterns, stall_timeout_seconds=uploader.stall_timeout_seconds,
-            work_dir=config.state_dir / "work" / uploader.name, secrets=secrets,
+            binary=binary,
+            mode=uploader.mode,
+            source=uploader.source,
+            destination=uploader.destination,
+            paths=tuple(queued.path for queued in stage.files),
+            transfers=stage.transfers,
+            env=env_by_account[stage.account],
+            config_path=config.rclone_config,
+            drive=drive,
+            user_flags=uploader.rclone_flags,
+            limit_patterns=limit_patterns,
+            stall_timeout_seconds=uploader.stall_timeout_seconds,
+            work_dir=config.state_dir / "work" / uploader.name,
+            secrets=secrets,
         )
         outcome = runner(request, recorder, stop_event)
-        ledger.end_stage(stage_id, now=clock(), outcome=outcome.outcome,
-                         exit_code=outcome.exit_code, message=outcome.message)
-        logger.info("%s: stage %d %s: %d file(s), %s uploaded. %s", uploader.name, result.stages,
-                    outcome.outcome, len(outcome.uploaded), format_size(outcome.uploaded_bytes),
-                    outcome.message)
+        ledger.end_stage(
+            stage_id,
+            now=clock(),
+            outcome=outcome.outcome,
+            exit_code=outcome.exit_code,
+            message=outcome.message,
+        )
+        if outcome.exit_code is not None:
+            ledger.increment(uploader.name, "rclone_exits", label=str(outcome.exit_code))
+        ledger.increment(uploader.name, "stages", label=outcome.outcome)
+        previous = (stage.account, outcome.outcome)
+        logger.info(
+            "%s: stage %d %s: %d file(s), %s uploaded. %s",
+            uploader.name,
+            result.stages,
+            outcome.outcome,
+            len(outcome.uploaded),
+            format_size(outcome.uploaded_bytes),
+            outcome.message,
+        )
         result.uploaded_files += len(outcome.uploaded)
         result.uploaded_bytes += outcome.uploaded_bytes
         result.failed_files += len(outcome.failed)
@@ -358,8 +506,12 @@ def _run_locked(
         too_large = [queued for queued in queue.values() if queued.size > whole_account_bytes]
         result.deferred_files = len(too_large)
         for queued in too_large[:10]:
-            logger.warning("%s: deferred %s (%s): larger than a whole account's quota",
-                           uploader.name, queued.path, format_size(queued.size))
+            logger.warning(
+                "%s: deferred %s (%s): larger than a whole account's quota",
+                uploader.name,
+                queued.path,
+                format_size(queued.size),
+            )
     result.left_bytes = sum(queued.size for queued in queue.values())
     result.accounts = [report.to_dict() for report in reports_now(ledger, uploader, clock())]
     if interrupted or stop_event.is_set():
@@ -376,22 +528,37 @@ def _run_locked(
             " still queued; they stay in the source for a later session"
         )
         if result.deferred_files:
-            result.message += (f"; {result.deferred_files} of them are larger than a whole"
-                               " account's quota and need quota.overshoot")
+            result.message += (
+                f"; {result.deferred_files} of them are larger than a whole"
+                " account's quota and need quota.overshoot"
+            )
     elif not result.queued_files:
         result.message = "nothing to upload"
     else:
         result.message = f"all {result.uploaded_files} queued file(s) uploaded"
         if result.skipped_files:
-            result.message += (f", {result.skipped_files} skipped (gone from the source or"
-                               " already at the destination)")
+            result.message += (
+                f", {result.skipped_files} skipped (gone from the source or already at the destination)"
+            )
     state = "interrupted" if interrupted else "finished"
-    ledger.end_session(session_id, now=clock(), state=state, exit_code=result.exit_code,
-                       message=result.message)
-    logger.info("%s: session %d ended (exit %d): %s; %d file(s), %s uploaded in %d stage(s)",
-                uploader.name, session_id, result.exit_code, result.message, result.uploaded_files,
-                format_size(result.uploaded_bytes), result.stages)
+    ledger.end_session(
+        session_id, now=clock(), state=state, exit_code=result.exit_code, message=result.message
+    )
+    logger.info(
+        "%s: session %d ended (exit %d): %s; %d file(s), %s uploaded in %d stage(s)",
+        uploader.name,
+        session_id,
+        result.exit_code,
+        result.message,
+        result.uploaded_files,
+        format_size(result.uploaded_bytes),
+        result.stages,
+    )
     return result
+
+
+# Why a session left an account for the next one, by the outcome of its last stage there.
+_ROTATION_REASONS = {"completed": "filled", "limit": "limit", "stalled": "stalled", "failed": "errors"}
 
 
 def _block(ledger: Ledger, uploader: Uploader, account: str, outcome: StageResult, now: float) -> None:
@@ -399,12 +566,19 @@ def _block(ledger: Ledger, uploader: Uploader, account: str, outcome: StageResul
     usage = ledger.usage([account], now=now, window_seconds=uploader.quota.window_seconds)[0]
     until = block_until(usage, now=now, window_seconds=uploader.quota.window_seconds)
     ledger.block_account(
-        account, uploader=uploader.name, now=now, until=until, reason="limit",
-        observed_limit_bytes=usage.used_bytes, message=outcome.limit_message or outcome.message,
+        account,
+        uploader=uploader.name,
+        now=now,
+        until=until,
+        reason="limit",
+        observed_limit_bytes=usage.used_bytes,
+        message=outcome.limit_message or outcome.message,
     )
     logger.warning(
         "%s: account %s hit the provider's limit at %s in the window; blocked until %s",
-        uploader.name, account, format_size(usage.used_bytes),
+        uploader.name,
+        account,
+        format_size(usage.used_bytes),
         time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(until)),
     )
 
@@ -412,8 +586,13 @@ def _block(ledger: Ledger, uploader: Uploader, account: str, outcome: StageResul
 def summarize_plan(plan: Plan) -> list[dict]:
     """Return the plan's stages as JSON-able dicts for `plan --json` and `upload --dry-run`."""
     return [
-        {"account": stage.account, "files": len(stage.files), "bytes": stage.planned_bytes,
-         "transfers": stage.transfers, "overshoot": stage.overshoot,
-         "paths": [queued.path for queued in stage.files]}
+        {
+            "account": stage.account,
+            "files": len(stage.files),
+            "bytes": stage.planned_bytes,
+            "transfers": stage.transfers,
+            "overshoot": stage.overshoot,
+            "paths": [queued.path for queued in stage.files],
+        }
         for stage in plan.stages
     ]

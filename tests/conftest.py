@@ -42,8 +42,9 @@ def quota_server(tmp_path: Path) -> Iterator[callable]:
 
 
 def obscure(password: str) -> str:
-    return subprocess.run([RCLONE, "obscure", password], capture_output=True, text=True,
-                          check=True).stdout.strip()
+    return subprocess.run(
+        [RCLONE, "obscure", password], capture_output=True, text=True, check=True
+    ).stdout.strip()
 
 
 def make_source(root: Path, sizes: list[int], *, seed: int = 1) -> dict[str, str]:
@@ -65,32 +66,48 @@ def make_source(root: Path, sizes: list[int], *, seed: int = 1) -> dict[str, str
 def tree_digests(root: Path) -> dict[str, str]:
     return {
         path.relative_to(root).as_posix(): hashlib.sha256(path.read_bytes()).hexdigest()
-        for path in root.rglob("*") if path.is_file()
+        for path in root.rglob("*")
+        if path.is_file()
     }
 
 
 def write_config(
-    directory: Path, server: QuotaDavServer, *, users: list[str], quota_bytes: int,
-    source: Path, reserve_bytes: int = 0, overshoot: bool = False, transfers: int = 4,
-    mode: str = "move", extra: dict | None = None,
+    directory: Path,
+    server: QuotaDavServer,
+    *,
+    users: list[str],
+    quota_bytes: int,
+    source: Path,
+    reserve_bytes: int = 0,
+    overshoot: bool = False,
+    transfers: int = 4,
+    mode: str = "move",
+    extra: dict | None = None,
 ) -> Path:
     """Write rclone.conf (a WebDAV remote `dav`) and a cloudplow config.yaml; return the latter."""
     (directory / "rclone.conf").write_text(
-        "[dav]\ntype = webdav\n"
-        f"url = {server.url}\nvendor = other\npacer_min_sleep = 1ms\n",
+        f"[dav]\ntype = webdav\nurl = {server.url}\nvendor = other\npacer_min_sleep = 1ms\n",
         encoding="utf-8",
     )
     uploader = {
         "source": str(source),
         "destination": "dav:media",
         "mode": mode,
-        "accounts": {"list": [
-            {"name": user, "env": {"RCLONE_CONFIG_DAV_USER": user,
-                                   "RCLONE_CONFIG_DAV_PASS": obscure(user)}}
-            for user in users
-        ]},
-        "quota": {"per_account": quota_bytes, "window": "24h", "reserve": reserve_bytes,
-                  "overshoot": overshoot},
+        "accounts": {
+            "list": [
+                {
+                    "name": user,
+                    "env": {"RCLONE_CONFIG_DAV_USER": user, "RCLONE_CONFIG_DAV_PASS": obscure(user)},
+                }
+                for user in users
+            ]
+        },
+        "quota": {
+            "per_account": quota_bytes,
+            "window": "24h",
+            "reserve": reserve_bytes,
+            "overshoot": overshoot,
+        },
         "filters": {"min_age": "0s"},
         "transfers": transfers,
         "stall_timeout": "2m",
@@ -109,5 +126,8 @@ def write_config(
 def run_cli(config: Path, *arguments: str, timeout: float = 240) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "cloudplow", "--config", str(config), *arguments],
-        capture_output=True, text=True, timeout=timeout, check=False,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
     )

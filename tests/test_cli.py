@@ -37,7 +37,10 @@ def test_a_bad_configuration_through_a_real_process_has_no_traceback(tree: Path)
 
     completed = subprocess.run(
         [sys.executable, "-m", "cloudplow", "--config", str(path), "upload"],
-        capture_output=True, text=True, timeout=60, check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
 
     assert completed.returncode == 2

@@ -35,8 +35,11 @@ def test_reserve_and_used_bytes_shrink_capacity():
 
 def test_rotates_through_accounts_in_order_and_skips_blocked_ones():
     files = queued(*[GB] * 7)
-    accounts = [AccountState("a", 3 * GB, 0), AccountState("b", 3 * GB, 0, blocked=True),
-                AccountState("c", 3 * GB, 0)]
+    accounts = [
+        AccountState("a", 3 * GB, 0),
+        AccountState("b", 3 * GB, 0, blocked=True),
+        AccountState("c", 3 * GB, 0),
+    ]
     plan = plan_uploads(files, accounts, PlanSettings(0, False, 8))
     assert [(s.account, len(s.files)) for s in plan.stages] == [("a", 3), ("c", 3)]
     assert len(plan.waiting) == 1
@@ -98,8 +101,13 @@ files_strategy = st.lists(st.integers(0, 40 * GB), max_size=60).map(lambda sizes
 
 
 @settings(max_examples=300, deadline=None)
-@given(files=files_strategy, accounts=accounts_strategy, reserve=st.integers(0, 5 * GB),
-       overshoot=st.booleans(), transfers=st.integers(1, 16))
+@given(
+    files=files_strategy,
+    accounts=accounts_strategy,
+    reserve=st.integers(0, 5 * GB),
+    overshoot=st.booleans(),
+    transfers=st.integers(1, 16),
+)
 def test_invariants(files, accounts, reserve, overshoot, transfers):
     plan = plan_uploads(files, accounts, PlanSettings(reserve, overshoot, transfers))
     by_name = {account.name: account for account in accounts}
@@ -121,9 +129,7 @@ def test_invariants(files, accounts, reserve, overshoot, transfers):
         normal = [s for s in plan.stages if s.account == name and not s.overshoot]
         overshoots = [s for s in plan.stages if s.account == name and s.overshoot]
         normal_bytes = sum(s.planned_bytes for s in normal)
-        assert normal_bytes <= max(0, account.remaining_bytes - reserve) or (
-            normal_bytes == 0
-        )
+        assert normal_bytes <= max(0, account.remaining_bytes - reserve) or (normal_bytes == 0)
         assert len(overshoots) <= 1
         if overshoots:
             assert normal_bytes < account.remaining_bytes  # it starts below the limit

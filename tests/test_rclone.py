@@ -32,10 +32,20 @@ class Collect:
 
 def request_for(tmp_path: Path, **overrides) -> StageRequest:
     values = dict(
-        binary=RCLONE, mode="copy", source=tmp_path / "source", destination="dav:media",
-        paths=("a.bin",), transfers=2, env={}, config_path=None, drive=False, user_flags=(),
+        binary=RCLONE,
+        mode="copy",
+        source=tmp_path / "source",
+        destination="dav:media",
+        paths=("a.bin",),
+        transfers=2,
+        env={},
+        config_path=None,
+        drive=False,
+        user_flags=(),
         limit_patterns=(re.compile("User rate limit exceeded", re.IGNORECASE),),
-        stall_timeout_seconds=60, work_dir=tmp_path / "work", secrets=("s3cret",),
+        stall_timeout_seconds=60,
+        work_dir=tmp_path / "work",
+        secrets=("s3cret",),
     )
     values.update(overrides)
     return StageRequest(**values)
@@ -43,15 +53,38 @@ def request_for(tmp_path: Path, **overrides) -> StageRequest:
 
 def test_upload_command_is_an_exact_argument_tuple(tmp_path: Path) -> None:
     argv = command.upload_command(
-        "/bin/rclone", mode="move", source=Path("/media"), destination="gdrive:/Media",
-        files_from=Path("/state/list"), transfers=4, rc_port=5572, config_path=Path("/rc.conf"),
-        drive=True, user_flags=("--checkers", "16"),
+        "/bin/rclone",
+        mode="move",
+        source=Path("/media"),
+        destination="gdrive:/Media",
+        files_from=Path("/state/list"),
+        transfers=4,
+        rc_port=5572,
+        config_path=Path("/rc.conf"),
+        drive=True,
+        user_flags=("--checkers", "16"),
     )
     assert argv == (
-        "/bin/rclone", "move", "/media", "gdrive:/Media", "--files-from-raw", "/state/list",
-        "--transfers", "4", "--use-json-log", "--verbose", "--stats", "0",
-        "--rc", "--rc-addr", "127.0.0.1:5572", "--config", "/rc.conf",
-        "--drive-stop-on-upload-limit", "--checkers", "16",
+        "/bin/rclone",
+        "move",
+        "/media",
+        "gdrive:/Media",
+        "--files-from-raw",
+        "/state/list",
+        "--transfers",
+        "4",
+        "--use-json-log",
+        "--verbose",
+        "--stats",
+        "0",
+        "--rc",
+        "--rc-addr",
+        "127.0.0.1:5572",
+        "--config",
+        "/rc.conf",
+        "--drive-stop-on-upload-limit",
+        "--checkers",
+        "16",
     )
     assert not any("rc-no-auth" in part or "rc-pass" in part for part in argv)
 
@@ -60,7 +93,8 @@ def test_drive_remotes_are_found_through_wrappers() -> None:
     dump = {
         "secure": {"type": "crypt", "remote": "pool:encrypted"},
         "pool": {"type": "union", "upstreams": "gd1:media gd2:media:ro local:/mnt"},
-        "gd1": {"type": "drive"}, "gd2": {"type": "drive"},
+        "gd1": {"type": "drive"},
+        "gd2": {"type": "drive"},
         "local": {"type": "local"},
         "dav": {"type": "webdav"},
         "loop": {"type": "alias", "remote": "loop:"},
@@ -75,11 +109,21 @@ def test_drive_remotes_are_found_through_wrappers() -> None:
     }
 
 
-@pytest.mark.parametrize(("code", "kind"), [
-    (0, ExitKind.OK), (1, ExitKind.ERRORS), (3, ExitKind.NOT_FOUND), (5, ExitKind.RETRY),
-    (7, ExitKind.FATAL), (8, ExitKind.MAX_TRANSFER), (9, ExitKind.NOTHING), (10, ExitKind.FATAL),
-    (42, ExitKind.UNKNOWN), (-9, ExitKind.SIGNAL),
-])
+@pytest.mark.parametrize(
+    ("code", "kind"),
+    [
+        (0, ExitKind.OK),
+        (1, ExitKind.ERRORS),
+        (3, ExitKind.NOT_FOUND),
+        (5, ExitKind.RETRY),
+        (7, ExitKind.FATAL),
+        (8, ExitKind.MAX_TRANSFER),
+        (9, ExitKind.NOTHING),
+        (10, ExitKind.FATAL),
+        (42, ExitKind.UNKNOWN),
+        (-9, ExitKind.SIGNAL),
+    ],
+)
 def test_exit_codes_go_through_one_table(code: int, kind: ExitKind) -> None:
     assert classify_exit(code)[0] is kind
 
@@ -89,8 +133,12 @@ def test_exit_7_without_the_limit_text_is_fatal_not_a_rotation() -> None:
     outcome, message = _conclude(None, 7, result, "shared drive is full", 60)
     assert outcome == "fatal" and "shared drive is full" in message
     assert _conclude(None, 8, result, "", 60)[0] == "completed"
-    assert _conclude("limit", 7, StageResult("limit", 7, "", limit_message="User rate limit exceeded."),
-                     "", 60)[0] == "limit"
+    assert (
+        _conclude("limit", 7, StageResult("limit", 7, "", limit_message="User rate limit exceeded."), "", 60)[
+            0
+        ]
+        == "limit"
+    )
     failed = StageResult("failed", 1, "", failed={"a": "boom"})
     assert _conclude(None, 1, failed, "boom", 60)[0] == "failed"
     assert _conclude(None, 1, StageResult("x", 1, ""), "unknown flag --foo", 60)[0] == "fatal"
@@ -111,8 +159,10 @@ def test_log_watcher_turns_json_lines_into_file_events(tmp_path: Path) -> None:
     watcher.handle("Error: some plain text before the JSON logger")
 
     assert [(e.kind, e.path, e.limit) for e in collect.files] == [
-        ("uploaded", "a.bin", False), ("deleted", "a.bin", False),
-        ("failed", "b.bin", False), ("failed", "c.bin", True),
+        ("uploaded", "a.bin", False),
+        ("deleted", "a.bin", False),
+        ("failed", "b.bin", False),
+        ("failed", "c.bin", True),
     ]
     assert watcher.result.uploaded == {"a.bin": 5}
     assert watcher.result.failed == {"b.bin": "Failed to copy: ***: 500 boom"}
@@ -164,8 +214,9 @@ def test_a_stage_with_no_progress_is_stopped_as_stalled(tmp_path: Path, black_ho
     collect = Collect()
     started = time.monotonic()
 
-    result = run_stage(request_for(tmp_path, config_path=conf, stall_timeout_seconds=3),
-                       collect, threading.Event())
+    result = run_stage(
+        request_for(tmp_path, config_path=conf, stall_timeout_seconds=3), collect, threading.Event()
+    )
 
     assert result.outcome == "stalled"
     assert 3 <= time.monotonic() - started < 30

@@ -161,9 +161,7 @@ def test_scan_raises_when_the_source_is_a_file(tmp_path: Path) -> None:
         scan_all(tmp_path / "file")
 
 
-def test_scan_order_is_independent_of_listing_order(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_scan_order_is_independent_of_listing_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # "a.b" < "a/b" < "a0" in code point order: a walk that sorts per directory
     # would put "a/b" first.
     for relative in ("a/b", "a.b", "a0", "B", "b", "a/a/z", "é", "z"):
@@ -505,9 +503,7 @@ def test_a_file_removed_between_listing_and_stat_is_skipped_silently(
         if entry.name == "Heat.mkv":
             os.unlink(entry.path)
 
-    monkeypatch.setattr(
-        os, "scandir", lambda path: FakeListing(real_scandir(path), before_yield=remove_one)
-    )
+    monkeypatch.setattr(os, "scandir", lambda path: FakeListing(real_scandir(path), before_yield=remove_one))
     result = scan_all(media_tree)
 
     assert "Movies/Heat (1995)/Heat.mkv" not in paths_of(result)
@@ -619,9 +615,7 @@ def test_scan_uses_an_explicit_open_file_set(tmp_path: Path) -> None:
     assert paths_of(ignored) == ["a.mkv", "b.mkv"]
 
 
-def test_open_files_under_is_empty_without_proc(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_open_files_under_is_empty_without_proc(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(scan_module.sys, "platform", "darwin")
     with open(tmp_path / "x", "wb"):
         assert open_files_under(tmp_path) == set()

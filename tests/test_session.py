@@ -34,12 +34,18 @@ def setup(tmp_path: Path, sizes: list[int], *, accounts=("a", "b"), quota=10 * M
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(b"x" * size)
         os.utime(path, (1000, 1000))
-    document = {"state_dir": "state", "uploaders": {"media": {
-        "source": "source", "destination": "remote:media",
-        "accounts": {"list": [{"name": name, "env": {"SECRET": f"pw-{name}"}} for name in accounts]},
-        "quota": {"per_account": quota, "reserve": 0, "overshoot": overshoot},
-        "filters": {"min_age": "0s", "exclude_open_files": False},
-    }}}
+    document = {
+        "state_dir": "state",
+        "uploaders": {
+            "media": {
+                "source": "source",
+                "destination": "remote:media",
+                "accounts": {"list": [{"name": name, "env": {"SECRET": f"pw-{name}"}} for name in accounts]},
+                "quota": {"per_account": quota, "reserve": 0, "overshoot": overshoot},
+                "filters": {"min_age": "0s", "exclude_open_files": False},
+            }
+        },
+    }
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(document))
     config = load_config(tmp_path / "config.yaml")
     ledger = Ledger.in_state_dir(config.state_dir)
@@ -48,8 +54,16 @@ def setup(tmp_path: Path, sizes: list[int], *, accounts=("a", "b"), quota=10 * M
 
 
 def session(config, uploader, ledger, runtimes, runner, clock=None):
-    return run_session(config, uploader, ledger, runner=runner, clock=clock or Clock(),
-                       binary="rclone", accounts=runtimes, drive=False)
+    return run_session(
+        config,
+        uploader,
+        ledger,
+        runner=runner,
+        clock=clock or Clock(),
+        binary="rclone",
+        accounts=runtimes,
+        drive=False,
+    )
 
 
 def uploading(limit_after: dict[str, int] | None = None):
@@ -67,8 +81,7 @@ def uploading(limit_after: dict[str, int] | None = None):
             if allowed is not None and counts.get(account, 0) >= allowed:
                 result.limit_failed.add(path)
                 result.limit_message = "User rate limit exceeded."
-                listener.on_file(FileEvent("failed", path, error="User rate limit exceeded.",
-                                           limit=True))
+                listener.on_file(FileEvent("failed", path, error="User rate limit exceeded.", limit=True))
                 result.outcome, result.exit_code = "limit", 1
                 break
             counts[account] = counts.get(account, 0) + 1
@@ -163,8 +176,9 @@ def test_every_account_blocked_ends_with_exit_3(tmp_path: Path) -> None:
 
 
 def test_overshoot_stage_runs_alone_with_one_transfer(tmp_path: Path) -> None:
-    config, uploader, ledger, runtimes = setup(tmp_path, [6 * MB, 6 * MB, 3 * MB], accounts=("a",),
-                                               overshoot=True)
+    config, uploader, ledger, runtimes = setup(
+        tmp_path, [6 * MB, 6 * MB, 3 * MB], accounts=("a",), overshoot=True
+    )
     runner, calls = uploading()
 
     result = session(config, uploader, ledger, runtimes, runner)
@@ -185,8 +199,11 @@ def test_the_ledger_window_frees_usage_as_it_ages(tmp_path: Path) -> None:
 
 
 def test_the_lock_refuses_a_second_session_for_the_same_uploader(tmp_path: Path) -> None:
-    with uploader_lock(tmp_path, "media"), pytest.raises(UploaderBusy, match="media"), \
-            uploader_lock(tmp_path, "media"):
+    with (
+        uploader_lock(tmp_path, "media"),
+        pytest.raises(UploaderBusy, match="media"),
+        uploader_lock(tmp_path, "media"),
+    ):
         pass
     with uploader_lock(tmp_path, "media"):  # released after use
         pass

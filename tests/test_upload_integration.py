@@ -41,9 +41,11 @@ def ledger_rows(state_dir: Path, sql: str, parameters=()) -> list[tuple]:
 
 
 def ledger_uploaded(state_dir: Path) -> dict[str, int]:
-    return dict(ledger_rows(
-        state_dir, "SELECT account, SUM(size) FROM files WHERE outcome='uploaded' GROUP BY account"
-    ))
+    return dict(
+        ledger_rows(
+            state_dir, "SELECT account, SUM(size) FROM files WHERE outcome='uploaded' GROUP BY account"
+        )
+    )
 
 
 def assert_nothing_lost(original: dict[str, str], source: Path, destination: Path) -> None:
@@ -62,8 +64,9 @@ def test_three_accounts_are_filled_without_waste_and_the_rest_stays(tmp_path, qu
     server = quota_server(dict.fromkeys(USERS, QUOTA))
     source = tmp_path / "source"
     original = make_source(source, media_sizes(int(3.5 * QUOTA), seed=7))
-    config = write_config(tmp_path, server, users=USERS, quota_bytes=QUOTA, source=source,
-                          reserve_bytes=100_000, transfers=4)
+    config = write_config(
+        tmp_path, server, users=USERS, quota_bytes=QUOTA, source=source, reserve_bytes=100_000, transfers=4
+    )
 
     completed = run_cli(config, "upload")
 
@@ -98,8 +101,15 @@ def test_overshoot_stage_crosses_the_limit_with_exactly_one_file(tmp_path, quota
     source = tmp_path / "source"
     sizes = [*media_sizes(int(2.6 * QUOTA), seed=11), 9_000_000, 8_000_000]
     original = make_source(source, sizes)
-    config = write_config(tmp_path, server, users=USERS[:2], quota_bytes=QUOTA, source=source,
-                          reserve_bytes=100_000, overshoot=True)
+    config = write_config(
+        tmp_path,
+        server,
+        users=USERS[:2],
+        quota_bytes=QUOTA,
+        source=source,
+        reserve_bytes=100_000,
+        overshoot=True,
+    )
 
     completed = run_cli(config, "upload")
 
@@ -126,8 +136,9 @@ def test_an_account_with_less_real_quota_is_blocked_and_the_session_moves_on(tmp
     server = quota_server({"alice": QUOTA, "bob": QUOTA // 3, "carol": QUOTA})
     source = tmp_path / "source"
     original = make_source(source, media_sizes(int(2.0 * QUOTA), seed=3))
-    config = write_config(tmp_path, server, users=USERS, quota_bytes=QUOTA, source=source,
-                          reserve_bytes=100_000, transfers=4)
+    config = write_config(
+        tmp_path, server, users=USERS, quota_bytes=QUOTA, source=source, reserve_bytes=100_000, transfers=4
+    )
 
     completed = run_cli(config, "upload")
 
@@ -144,7 +155,7 @@ def test_an_account_with_less_real_quota_is_blocked_and_the_session_moves_on(tmp
     stages = ledger_rows(state, "SELECT account, outcome FROM stages ORDER BY number")
     bob_index = [account for account, _ in stages].index("bob")
     assert stages[bob_index][1] == "limit"
-    assert "carol" in [account for account, _ in stages[bob_index + 1:]]
+    assert "carol" in [account for account, _ in stages[bob_index + 1 :]]
     for user in USERS:
         assert ledger.get(user, 0) == usage[user].committed_bytes
     assert_nothing_lost(original, source, server.root / "media")

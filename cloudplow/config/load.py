@@ -234,8 +234,7 @@ def summarize(config: Config) -> str:
         f"rclone:    {config.rclone_binary or 'bundled rclone (else rclone on PATH)'}",
         f"rclone.conf: {config.rclone_config or 'rclone default'}",
         f"state_dir: {config.state_dir}",
-        f"server:    http://{config.server_host}:{config.server_port}"
-        " (/metrics, /status, /healthz)",
+        f"server:    http://{config.server_host}:{config.server_port} (/metrics, /status, /healthz)",
     ]
     for uploader in config.uploaders.values():
         lines.append("")
@@ -275,9 +274,7 @@ _Loader.yaml_implicit_resolvers = {
     first: [(tag, regexp) for tag, regexp in resolvers if tag not in (_INT_TAG, _FLOAT_TAG)]
     for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
 }
-_Loader.add_implicit_resolver(
-    _INT_TAG, re.compile(r"^[-+]?(?:0|[1-9][0-9_]*)$"), list("-+0123456789")
-)
+_Loader.add_implicit_resolver(_INT_TAG, re.compile(r"^[-+]?(?:0|[1-9][0-9_]*)$"), list("-+0123456789"))
 _Loader.add_implicit_resolver(
     _FLOAT_TAG,
     re.compile(
@@ -320,9 +317,7 @@ def _read_document(config_path: Path) -> dict[str, Any]:
     if document is None:
         raise ConfigError(f"{where}: is empty; expected a mapping of keys such as uploaders:")
     if not isinstance(document, dict):
-        raise ConfigError(
-            f"{where}: expected a mapping of keys at the top, got {_describe_type(document)}"
-        )
+        raise ConfigError(f"{where}: expected a mapping of keys at the top, got {_describe_type(document)}")
     return document
 
 
@@ -462,9 +457,7 @@ def _parse_section_list(key: Key, value: Any, path: str, context: _Context) -> A
     if not value:
         context.error(path, "is empty; add at least one entry or remove the key")
         return _INVALID
-    return [
-        _parse_section(key, item, f"{path}[{index}]", context) for index, item in enumerate(value)
-    ]
+    return [_parse_section(key, item, f"{path}[{index}]", context) for index, item in enumerate(value)]
 
 
 def _parse_str(key: Key, value: Any, path: str, context: _Context) -> Any:
@@ -593,9 +586,7 @@ def _parse_remote(key: Key, value: Any, path: str, context: _Context) -> Any:
         )
         return _INVALID
     if not _REMOTE_NAME_RE.fullmatch(remote):
-        context.error(
-            path, f"bad remote name {remote!r}: use letters, digits, _ . + @ - and inner spaces"
-        )
+        context.error(path, f"bad remote name {remote!r}: use letters, digits, _ . + @ - and inner spaces")
         return _INVALID
     return value
 
@@ -658,8 +649,7 @@ def _parse_env(key: Key, value: Any, path: str, context: _Context) -> Any:
         if not isinstance(name, str) or not _ENV_NAME_RE.fullmatch(name):
             context.error(
                 setting_path,
-                "not an environment variable name (letters, digits and _, not starting "
-                "with a digit)",
+                "not an environment variable name (letters, digits and _, not starting with a digit)",
             )
             valid = False
         elif isinstance(setting, bool):
@@ -777,8 +767,7 @@ def _build_uploader(name: str, section: Any, path: str, context: _Context) -> Up
         if _valid(per_account, reserve) and reserve >= per_account:
             context.error(
                 f"{path}.quota.reserve",
-                f"must be smaller than per_account ({format_size(per_account)}), "
-                f"got {format_size(reserve)}",
+                f"must be smaller than per_account ({format_size(per_account)}), got {format_size(reserve)}",
             )
         quota = Quota(
             per_account_bytes=per_account,
@@ -814,9 +803,7 @@ def _build_uploader(name: str, section: Any, path: str, context: _Context) -> Up
     destination = section["destination"]
     accounts_section = section["accounts"]
     accounts_dir = (
-        accounts_section["dir"]
-        if accounts_section is not None and _valid(accounts_section)
-        else None
+        accounts_section["dir"] if accounts_section is not None and _valid(accounts_section) else None
     )
     return Uploader(
         name=name,
@@ -847,9 +834,7 @@ def _build_accounts(section: Any, path: str, context: _Context) -> tuple[Account
     if not _valid(section):
         return ()
     if section["dir"] is None and section["list"] is None:
-        context.error(
-            path, "give dir, list or both; remove accounts to use the one implicit account"
-        )
+        context.error(path, "give dir, list or both; remove accounts to use the one implicit account")
         return ()
     accounts: list[Account] = []
     defined_at: dict[str, str] = {}
@@ -993,16 +978,12 @@ def _summarize_uploader(uploader: Uploader) -> list[str]:
         origin = " (implicit: the remote as rclone.conf configures it)"
     else:
         origin = ""
-    account_lines = textwrap.wrap(
-        names, width=96, initial_indent=" " * 15, subsequent_indent=" " * 15
-    )
+    account_lines = textwrap.wrap(names, width=96, initial_indent=" " * 15, subsequent_indent=" " * 15)
     if uploader.schedule is None:
         schedule = "any time"
     else:
         start, end = uploader.schedule.start, uploader.schedule.end
-        schedule = f"{start:%H:%M}-{end:%H:%M} local time" + (
-            " (crosses midnight)" if end < start else ""
-        )
+        schedule = f"{start:%H:%M}-{end:%H:%M} local time" + (" (crosses midnight)" if end < start else "")
     patterns = ", ".join(repr(pattern) for pattern in quota.limit_patterns)
     return [
         f"uploader {uploader.name}:",

@@ -75,8 +75,7 @@ def render_reference() -> str:
     ]
     for path, key in schema.walk(schema.ROOT):
         rows.append(
-            f"| `{path}` | {_type_name(key)} | {_reference_default(key)} "
-            f"| {key.doc.replace('|', '&#124;')} |"
+            f"| `{path}` | {_type_name(key)} | {_reference_default(key)} | {key.doc.replace('|', '&#124;')} |"
         )
     return "\n".join(rows) + "\n"
 
@@ -100,9 +99,7 @@ def format_scalar(value: object) -> str:
 def _format_inline(value: object) -> str:
     if isinstance(value, list | tuple):
         # Quoted inside a flow list, where , [ ] { } would end a plain scalar.
-        items = (
-            json.dumps(item) if isinstance(item, str) else format_scalar(item) for item in value
-        )
+        items = (json.dumps(item) if isinstance(item, str) else format_scalar(item) for item in value)
         return "[" + ", ".join(items) + "]"
     if isinstance(value, dict):
         items = (f"{format_scalar(name)}: {format_scalar(item)}" for name, item in value.items())
@@ -116,9 +113,7 @@ def _is_commented(key: Key, all_keys: bool) -> bool:
         return False
     if key.commented:
         return True
-    return key.kind in _SECTION_KINDS and all(
-        _is_commented(child, all_keys) for child in key.children
-    )
+    return key.kind in _SECTION_KINDS and all(_is_commented(child, all_keys) for child in key.children)
 
 
 def _doc_lines(key: Key, indent: int) -> list[str]:
@@ -143,9 +138,7 @@ def _key_line(indent: int, commented: bool, text: str) -> str:
     return " " * indent + ("# " if commented else "") + text
 
 
-def _render_key(
-    key: Key, indent: int, commented: bool, all_keys: bool, bullet: bool = False
-) -> list[str]:
+def _render_key(key: Key, indent: int, commented: bool, all_keys: bool, bullet: bool = False) -> list[str]:
     """
     Given a key, return its sample lines at `indent`: doc comment, then the
     key with its shown value. `commented` turns key lines into "# key: ...";
@@ -169,9 +162,7 @@ def _render_key(
     elif isinstance(value, dict) and value:
         lines.append(_key_line(key_indent, commented, head))
         for name, item in value.items():
-            lines.append(
-                _key_line(indent + 2, commented, f"{format_scalar(name)}: {format_scalar(item)}")
-            )
+            lines.append(_key_line(indent + 2, commented, f"{format_scalar(name)}: {format_scalar(item)}"))
     else:
         lines.append(_key_line(key_indent, commented, f"{head} {_format_inline(value)}"))
     return lines

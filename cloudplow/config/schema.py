@@ -83,10 +83,7 @@ class Key:
         raise KeyError(name)
 
 
-SIZES_DOC = (
-    "Sizes: 750GB (10^9 bytes), 750GiB or rclone-style 750G (2^30 bytes), "
-    "or a plain number of bytes."
-)
+SIZES_DOC = "Sizes: 750GB (10^9 bytes), 750GiB or rclone-style 750G (2^30 bytes), or a plain number of bytes."
 DURATIONS_DOC = "Durations: 30s, 5m, 12h, 1d, 1h30m or a number of seconds."
 PATHS_DOC = "Relative paths are resolved against the folder holding this file; ~ is expanded."
 
@@ -245,8 +242,7 @@ CHECK = Key(
         Key(
             "min_queue",
             "size",
-            "Upload when the eligible files add up to at least this (0: whenever any file "
-            "is eligible).",
+            "Upload when the eligible files add up to at least this (0: whenever any file is eligible).",
             default="200GB",
         ),
         Key(
@@ -279,8 +275,7 @@ FILTERS = Key(
         Key(
             "exclude",
             "str_list",
-            "rclone filter patterns of files never to upload (partial downloads, "
-            "union-fs metadata).",
+            "rclone filter patterns of files never to upload (partial downloads, union-fs metadata).",
             default=list(DEFAULT_EXCLUDES),
         ),
         Key(
@@ -413,8 +408,7 @@ MANAGED_FLAGS: dict[str, str] = {
     "--max-transfer": "the planner sizes every stage from the quota settings",
     "--transfers": "use the uploader's transfers key",
     "--stats": "cloudplow polls rclone's statistics itself",
-    "--dry-run": "use `cloudplow upload --dry-run`; an rclone dry run would be recorded "
-    "as uploaded",
+    "--dry-run": "use `cloudplow upload --dry-run`; an rclone dry run would be recorded as uploaded",
     "-n": "use `cloudplow upload --dry-run`; an rclone dry run would be recorded as uploaded",
     "--interactive": "rclone would wait for answers nobody gives",
     "-i": "rclone would wait for answers nobody gives",

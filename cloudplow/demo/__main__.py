@@ -8,6 +8,7 @@ real rclone, which fills each account and rotates to the next.
 
 from __future__ import annotations
 
+import argparse
 import logging
 import random
 import shutil
@@ -17,6 +18,7 @@ from pathlib import Path
 import yaml
 
 from cloudplow.config import load_config
+from cloudplow.daemon import run_daemon
 from cloudplow.demo.quotadav import QuotaDavServer
 from cloudplow.ledger import Ledger
 from cloudplow.rclone import command, execute
@@ -47,7 +49,7 @@ def build_library(source: Path, *, seed: int = 2026) -> int:
     return total
 
 
-def write_demo_config(directory: Path, server: QuotaDavServer, binary: str) -> Path:
+def write_demo_config(directory: Path, server: QuotaDavServer, binary: str, port: int) -> Path:
     """Write the demo's rclone.conf and config.yaml; return the latter's path."""
     (directory / "rclone.conf").write_text(
         f"[dav]\ntype = webdav\nurl = {server.url}\nvendor = other\npacer_min_sleep = 1ms\n",
@@ -56,57 +58,93 @@ def write_demo_config(directory: Path, server: QuotaDavServer, binary: str) -> P
     config = {
         "rclone": {"config": "rclone.conf"},
         "state_dir": "state",
-        "uploaders": {"media": {
-            "source": "source",
-            "destination": "dav:Media",
-            "mode": "move",
-            "accounts": {"list": [
-                {"name": name, "env": {"RCLONE_CONFIG_DAV_USER": name,
-                                       "RCLONE_CONFIG_DAV_PASS": command.obscure(binary, name)}}
-                for name in ACCOUNTS
-            ]},
-            "quota": {"per_account": QUOTA_BYTES, "window": "24h", "reserve": "200kB",
-                      "overshoot": False},
-            "filters": {"min_age": "0s"},
-            "transfers": 4,
-            # Slow enough to watch, fast enough for a demo.
-            "rclone_flags": {"--bwlimit": "20M"},
-        }},
+        "server": {"host": "127.0.0.1", "port": port},
+        "uploaders": {
+            "media": {
+                "source": "source",
+                "destination": "dav:Media",
+                "mode": "move",
+                "accounts": {
+                    "list": [
+                        {
+                            "name": name,
+                            "env": {
+                                "RCLONE_CONFIG_DAV_USER": name,
+                                "RCLONE_CONFIG_DAV_PASS": command.obscure(binary, name),
+                            },
+                        }
+                        for name in ACCOUNTS
+                    ]
+                },
+                "quota": {
+                    "per_account": QUOTA_BYTES,
+                    "window": "24h",
+                    "reserve": "200kB",
+                    "overshoot": False,
+                },
+                "filters": {"min_age": "0s"},
+                "check": {"interval": "5s", "min_queue": 0},
+                "transfers": 4,
+                # Slow enough to watch, fast enough for a demo.
+                "rclone_flags": {"--bwlimit": "4M"},
+            }
+        },
     }
     path = directory / "config.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
     return path
 
 
-def main(directory: Path = Path(".demo")) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)-7s %(message)s",
-                        datefmt="%H:%M:%S", stream=sys.stderr)
+def main(arguments: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m cloudplow.demo", description=__doc__)
+    parser.add_argument("--dir", type=Path, default=Path(".demo"), help="where the demo lives (wiped first)")
+    parser.add_argument("--port", type=int, default=47949, help="the daemon's HTTP port")
+    parser.add_argument("--once", action="store_true", help="run one session and exit, no daemon")
+    options = parser.parse_args(arguments)
+    logging.basicConfig(
+        level=logging.INFO,
+        format="%(asctime)s %(levelname)-7s %(message)s",
+        datefmt="%H:%M:%S",
+        stream=sys.stderr,
+    )
     logging.getLogger("urllib3").setLevel(logging.WARNING)
-    directory = directory.resolve()
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)
+    directory = options.dir.resolve()
     shutil.rmtree(directory, ignore_errors=True)
     (directory / "remote").mkdir(parents=True)
     total = build_library(directory / "source")
-    print(f"demo: {FILES} files, {format_size(total)} in {directory / 'source'}; "
-          f"{len(ACCOUNTS)} accounts of {format_size(QUOTA_BYTES)} each", flush=True)
+    print(
+        f"demo: {FILES} files, {format_size(total)} in {directory / 'source'}; "
+        f"{len(ACCOUNTS)} accounts of {format_size(QUOTA_BYTES)} each",
+        flush=True,
+    )
     binary = execute.find_rclone(None)
     with QuotaDavServer(directory / "remote", dict.fromkeys(ACCOUNTS, QUOTA_BYTES)) as server:
-        config = load_config(write_demo_config(directory, server, binary))
-        uploader = config.uploaders["media"]
-        with Ledger.in_state_dir(config.state_dir) as ledger:
-            result = run_session(config, uploader, ledger, trigger="demo")
+        config = load_config(write_demo_config(directory, server, binary, options.port))
+        if options.once:
+            with Ledger.in_state_dir(config.state_dir) as ledger:
+                result = run_session(config, config.uploaders["media"], ledger, trigger="demo")
+            print(f"demo: session ended with exit code {result.exit_code}: {result.message}")
+        else:
+            print(
+                f"demo: the daemon checks every 5 s; open http://127.0.0.1:{options.port}/metrics"
+                f" and http://127.0.0.1:{options.port}/status, or run"
+                f" .venv/bin/cloudplow --config {directory / 'config.yaml'} status; Ctrl-C stops it",
+                flush=True,
+            )
+            run_daemon(config)
         usage = server.usage()
-    print()
-    print(f"demo: session ended with exit code {result.exit_code}: {result.message}")
     for name in ACCOUNTS:
-        print(f"  {name:6} {format_size(usage[name].committed_bytes):>10} of "
-              f"{format_size(QUOTA_BYTES)} ({usage[name].committed_bytes / QUOTA_BYTES:.2%}),"
-              f" wasted {format_size(usage[name].wasted_bytes)}")
+        print(
+            f"  {name:6} {format_size(usage[name].committed_bytes):>10} of "
+            f"{format_size(QUOTA_BYTES)} ({usage[name].committed_bytes / QUOTA_BYTES:.2%}),"
+            f" wasted {format_size(usage[name].wasted_bytes)}"
+        )
     print(f"demo: uploaded files are in {directory / 'remote' / 'Media'}")
     print(f"demo: what stayed (no quota left) is in {directory / 'source'}")
     print(f"demo: the ledger is {config.state_dir / 'cloudplow.sqlite3'}; try")
     print(f"        .venv/bin/cloudplow --config {directory / 'config.yaml'} quota")
-    print(f"        .venv/bin/cloudplow --config {directory / 'config.yaml'} status")
-    return 0 if result.exit_code in (0, 3) else result.exit_code
+    return 0
 
 
 if __name__ == "__main__":

@@ -24,8 +24,16 @@ STATS_GROUP = "global_stats"  # the group rclone's command-line transfers report
 
 
 def upload_command(
-    binary: str, *, mode: str, source: Path, destination: str, files_from: Path,
-    transfers: int, rc_port: int, config_path: Path | None, drive: bool,
+    binary: str,
+    *,
+    mode: str,
+    source: Path,
+    destination: str,
+    files_from: Path,
+    transfers: int,
+    rc_port: int,
+    config_path: Path | None,
+    drive: bool,
     user_flags: Sequence[str],
 ) -> tuple[str, ...]:
     """
@@ -35,12 +43,21 @@ def upload_command(
     environment, out of sight of `ps`.
     """
     argv = [
-        binary, mode, str(source), destination,
-        "--files-from-raw", str(files_from),
-        "--transfers", str(transfers),
-        "--use-json-log", "--verbose",
-        "--stats", "0",
-        "--rc", "--rc-addr", f"127.0.0.1:{rc_port}",
+        binary,
+        mode,
+        str(source),
+        destination,
+        "--files-from-raw",
+        str(files_from),
+        "--transfers",
+        str(transfers),
+        "--use-json-log",
+        "--verbose",
+        "--stats",
+        "0",
+        "--rc",
+        "--rc-addr",
+        f"127.0.0.1:{rc_port}",
     ]
     if config_path is not None:
         argv += ["--config", str(config_path)]
@@ -83,8 +100,7 @@ def drive_remotes(config_dump: Mapping[str, Mapping[str, str]], remote: str) -> 
 def service_account_env(drive_remote_names: Sequence[str], key_file: Path) -> dict[str, str]:
     """Given the drive remotes and one service account key file, return rclone's env overrides."""
     return {
-        f"RCLONE_CONFIG_{name.upper()}_SERVICE_ACCOUNT_FILE": str(key_file)
-        for name in drive_remote_names
+        f"RCLONE_CONFIG_{name.upper()}_SERVICE_ACCOUNT_FILE": str(key_file) for name in drive_remote_names
     }
 
 

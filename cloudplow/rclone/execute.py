@@ -63,8 +63,12 @@ def _environment(overrides: Mapping[str, str] | None) -> dict[str, str]:
 
 
 def run(
-    argv: Sequence[str], *, env: Mapping[str, str] | None = None, secrets: Sequence[str] = (),
-    timeout_seconds: float = 60.0, input_text: str | None = None,
+    argv: Sequence[str],
+    *,
+    env: Mapping[str, str] | None = None,
+    secrets: Sequence[str] = (),
+    timeout_seconds: float = 60.0,
+    input_text: str | None = None,
 ) -> str:
     """
     Given a short helper command (`rclone version`, `rclone config dump`), run
@@ -74,8 +78,13 @@ def run(
     logger.debug("running %s", masked(argv, secrets))
     try:
         completed = subprocess.run(
-            list(argv), env=_environment(env), input=input_text, capture_output=True, text=True,
-            timeout=timeout_seconds, check=False,
+            list(argv),
+            env=_environment(env),
+            input=input_text,
+            capture_output=True,
+            text=True,
+            timeout=timeout_seconds,
+            check=False,
         )
     except (OSError, subprocess.TimeoutExpired) as error:
         raise RcloneError(f"{masked(argv[:2], secrets)} failed: {error}") from error
@@ -98,8 +107,12 @@ def start(
     """
     logger.debug("starting %s", masked(argv, secrets))
     return subprocess.Popen(
-        list(argv), env=_environment(env), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE, start_new_session=True,
+        list(argv),
+        env=_environment(env),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
     )
 
 
@@ -113,8 +126,7 @@ def stop(process: subprocess.Popen[bytes], *, grace_seconds: float = 10.0) -> in
         try:
             process.wait(timeout=grace_seconds)
         except subprocess.TimeoutExpired:
-            logger.warning("rclone (pid %d) did not stop in %.0f s; killing it", process.pid,
-                           grace_seconds)
+            logger.warning("rclone (pid %d) did not stop in %.0f s; killing it", process.pid, grace_seconds)
             process.kill()
             process.wait()
     return process.returncode

@@ -7,13 +7,13 @@ import enum
 
 class ExitKind(enum.Enum):
     OK = "ok"
-    ERRORS = "errors"            # some transfers failed; read the per-file errors
+    ERRORS = "errors"  # some transfers failed; read the per-file errors
     NOT_FOUND = "not_found"
     RETRY = "retry"
-    FATAL = "fatal"              # read the error text: a quota limit, a full drive, max-duration
+    FATAL = "fatal"  # read the error text: a quota limit, a full drive, max-duration
     MAX_TRANSFER = "max_transfer"  # a rotation signal, not an error
     NOTHING = "nothing"
-    SIGNAL = "signal"            # ended by a signal (cloudplow stopping it, or the system)
+    SIGNAL = "signal"  # ended by a signal (cloudplow stopping it, or the system)
     UNKNOWN = "unknown"
 
 

@@ -21,8 +21,7 @@ class RcClient:
 
     def call(self, method: str, **parameters: object) -> dict:
         """Call an RC method and return its JSON answer. Raise requests.RequestException on failure."""
-        response = self._session.post(self.url + method, json=parameters,
-                                      timeout=self._timeout_seconds)
+        response = self._session.post(self.url + method, json=parameters, timeout=self._timeout_seconds)
         response.raise_for_status()
         answer = response.json()
         return answer if isinstance(answer, dict) else {}

@@ -41,10 +41,10 @@ _PORT_IN_USE = re.compile(r"address already in use|failed to start remote contro
 @dataclass(frozen=True)
 class StageRequest:
     binary: str
-    mode: str                                # move | copy
+    mode: str  # move | copy
     source: Path
     destination: str
-    paths: tuple[str, ...]                   # relative to source
+    paths: tuple[str, ...]  # relative to source
     transfers: int
     env: Mapping[str, str]
     config_path: Path | None
@@ -52,19 +52,19 @@ class StageRequest:
     user_flags: tuple[str, ...]
     limit_patterns: tuple[re.Pattern[str], ...]
     stall_timeout_seconds: float
-    work_dir: Path                           # where the file list is written
-    secrets: tuple[str, ...] = ()            # values to mask in anything kept or logged
+    work_dir: Path  # where the file list is written
+    secrets: tuple[str, ...] = ()  # values to mask in anything kept or logged
     poll_interval_seconds: float = 1.0
 
 
 @dataclass(frozen=True)
 class FileEvent:
-    kind: str                # uploaded | failed | deleted
+    kind: str  # uploaded | failed | deleted
     path: str
     size: int | None = None
     started_at: float | None = None
     error: str | None = None
-    limit: bool = False      # failed with the provider's limit message
+    limit: bool = False  # failed with the provider's limit message
 
 
 class StageListener(Protocol):
@@ -74,13 +74,13 @@ class StageListener(Protocol):
 
 @dataclass
 class StageResult:
-    outcome: str             # completed | failed | limit | fatal | stalled | interrupted
+    outcome: str  # completed | failed | limit | fatal | stalled | interrupted
     exit_code: int | None
     message: str
     uploaded: dict[str, int] = field(default_factory=dict)
-    failed: dict[str, str] = field(default_factory=dict)      # path -> error (not limit)
-    limit_failed: set[str] = field(default_factory=set)       # refused or aborted by the limit
-    deleted: set[str] = field(default_factory=set)            # removed from the source (move)
+    failed: dict[str, str] = field(default_factory=dict)  # path -> error (not limit)
+    limit_failed: set[str] = field(default_factory=set)  # refused or aborted by the limit
+    deleted: set[str] = field(default_factory=set)  # removed from the source (move)
     limit_message: str | None = None
 
     @property
@@ -136,8 +136,9 @@ class _LogWatcher:
                 self.result.uploaded[path] = size if size is not None else 0
                 self.result.failed.pop(path, None)
                 self.result.limit_failed.discard(path)
-            self.listener.on_file(FileEvent("uploaded", path, size=size,
-                                            started_at=self.started_at.get(path)))
+            self.listener.on_file(
+                FileEvent("uploaded", path, size=size, started_at=self.started_at.get(path))
+            )
         elif isinstance(path, str) and message == "Deleted":
             with self.lock:
                 self.result.deleted.add(path)
@@ -153,8 +154,11 @@ class _LogWatcher:
                         self.result.limit_failed.add(path)
                     else:
                         self.result.failed[path] = message
-                self.listener.on_file(FileEvent("failed", path, error=message, limit=limit,
-                                                started_at=self.started_at.get(path)))
+                self.listener.on_file(
+                    FileEvent(
+                        "failed", path, error=message, limit=limit, started_at=self.started_at.get(path)
+                    )
+                )
 
     def note_limit(self, message: str) -> None:
         with self.lock:
@@ -170,7 +174,9 @@ class _LogWatcher:
 
 
 def run_stage(
-    request: StageRequest, listener: StageListener, stop_event: threading.Event,
+    request: StageRequest,
+    listener: StageListener,
+    stop_event: threading.Event,
     clock: Callable[[], float] = time.time,
 ) -> StageResult:
     """
@@ -187,27 +193,37 @@ def run_stage(
         if result is not None:
             return result
         logger.info("the RC port was taken; starting rclone again on another port")
-    return StageResult(outcome="fatal", exit_code=None,
-                       message="rclone could not start its remote control on 127.0.0.1")
+    return StageResult(
+        outcome="fatal", exit_code=None, message="rclone could not start its remote control on 127.0.0.1"
+    )
 
 
 def _run_once(
-    request: StageRequest, listener: StageListener, stop_event: threading.Event,
-    clock: Callable[[], float], files_from: Path,
+    request: StageRequest,
+    listener: StageListener,
+    stop_event: threading.Event,
+    clock: Callable[[], float],
+    files_from: Path,
 ) -> StageResult | None:
     rc_user, rc_password = new_credentials()
     rc_port = free_port()
     argv = upload_command(
-        request.binary, mode=request.mode, source=request.source, destination=request.destination,
-        files_from=files_from, transfers=request.transfers, rc_port=rc_port,
-        config_path=request.config_path, drive=request.drive, user_flags=request.user_flags,
+        request.binary,
+        mode=request.mode,
+        source=request.source,
+        destination=request.destination,
+        files_from=files_from,
+        transfers=request.transfers,
+        rc_port=rc_port,
+        config_path=request.config_path,
+        drive=request.drive,
+        user_flags=request.user_flags,
     )
     env = {**request.env, "RCLONE_RC_USER": rc_user, "RCLONE_RC_PASS": rc_password}
     watcher = _LogWatcher(request, listener)
     process = execute.start(argv, env=env, secrets=(*request.secrets, rc_password))
     assert process.stderr is not None
-    reader = threading.Thread(target=watcher.follow, args=(process.stderr,), daemon=True,
-                              name="rclone-log")
+    reader = threading.Thread(target=watcher.follow, args=(process.stderr,), daemon=True, name="rclone-log")
     reader.start()
     rc_client = RcClient(rc_port, rc_user, rc_password)
     stopped_for: str | None = None
@@ -230,8 +246,9 @@ def _run_once(
                 if stats is not None:
                     watcher.note_transferring(stats, now)
                     listener.on_progress(stats)
-                    signature = tuple(stats.get(key, 0) for key in
-                                      ("bytes", "checks", "transfers", "deletes", "errors"))
+                    signature = tuple(
+                        stats.get(key, 0) for key in ("bytes", "checks", "transfers", "deletes", "errors")
+                    )
                     if signature != progress_signature:
                         progress_signature, last_progress_at = signature, now
             if now - last_progress_at > request.stall_timeout_seconds:
@@ -247,13 +264,18 @@ def _run_once(
     result = watcher.result
     result.exit_code = exit_code
     last_error = watcher.error_lines[-1] if watcher.error_lines else ""
-    if stopped_for is None and exit_code != 0 and not result.uploaded and \
-            any(_PORT_IN_USE.search(line) for line in watcher.error_lines):
+    if (
+        stopped_for is None
+        and exit_code != 0
+        and not result.uploaded
+        and any(_PORT_IN_USE.search(line) for line in watcher.error_lines)
+    ):
         return None
     if stopped_for is None and watcher.limit_seen.is_set():
         stopped_for = "limit"
-    result.outcome, result.message = _conclude(stopped_for, exit_code, result, last_error,
-                                               request.stall_timeout_seconds)
+    result.outcome, result.message = _conclude(
+        stopped_for, exit_code, result, last_error, request.stall_timeout_seconds
+    )
     return result
 
 
@@ -265,7 +287,10 @@ def _poll(rc_client: RcClient) -> dict | None:
 
 
 def _conclude(
-    stopped_for: str | None, exit_code: int, result: StageResult, last_error: str,
+    stopped_for: str | None,
+    exit_code: int,
+    result: StageResult,
+    last_error: str,
     stall_timeout_seconds: float,
 ) -> tuple[str, str]:
     """Given why the stage ended and rclone's exit code, return (outcome, one-line message)."""
@@ -286,4 +311,3 @@ def _conclude(
     if kind in (ExitKind.ERRORS, ExitKind.RETRY, ExitKind.NOT_FOUND) and result.failed:
         return "failed", f"{len(result.failed)} file(s) failed; {detail}"
     return "fatal", detail
-

@@ -1,0 +1,251 @@
+"""`cloudplow run`: the scheduler, the checks, the HTTP server and a clean stop.
+
+    APScheduler (one job per uploader, every check.interval, UTC)
+      └─ check: scan, evaluate the triggers (triggers.py), maybe run a session
+    HTTP: /metrics (metrics.py), /status (status.py), /healthz
+
+SIGTERM or SIGINT sets one stop event: a running stage stops its rclone, the
+session records what finished and ends as interrupted, the scheduler waits
+for it, and the process exits 0.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import shutil
+import signal
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+from apscheduler.executors.pool import ThreadPoolExecutor
+from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.triggers.interval import IntervalTrigger
+from prometheus_client import CollectorRegistry
+
+from cloudplow.config import Config, Uploader
+from cloudplow.http import HttpServer, create_app
+from cloudplow.ledger import Ledger
+from cloudplow.live import LiveState
+from cloudplow.metrics import CloudplowCollector
+from cloudplow.plan import plan_uploads
+from cloudplow.rclone import command, execute
+from cloudplow.scan import ScanResult
+from cloudplow.session import (
+    SessionError,
+    UploaderBusy,
+    plan_settings,
+    reports_now,
+    run_session,
+    scan_uploader,
+)
+from cloudplow.status import status_document
+from cloudplow.triggers import Decision, TriggerInputs, evaluate
+from cloudplow.units import format_duration
+
+logger = logging.getLogger(__name__)
+
+
+def check_triggers(uploader: Uploader, ledger: Ledger, now: float) -> tuple[ScanResult, Decision]:
+    """
+    Given an uploader, scan its source and measure what its triggers need;
+    return the scan and the decision. Raise SessionError if the source cannot
+    be scanned.
+    """
+    scanned = scan_uploader(uploader, ledger, now)
+    states = [report.to_state() for report in reports_now(ledger, uploader, now)]
+    try:
+        free_bytes = shutil.disk_usage(uploader.source).free
+    except OSError as error:
+        raise SessionError(f"uploaders.{uploader.name}.source: {error.strerror or error}") from error
+    decision = evaluate(
+        uploader.check,
+        uploader.schedule,
+        TriggerInputs(
+            now=now,
+            local_time=datetime.fromtimestamp(now).astimezone().time(),
+            queue_files=len(scanned.files),
+            queue_bytes=scanned.distribution.total_bytes,
+            oldest_mtime=scanned.oldest_mtime,
+            free_bytes=free_bytes,
+            plannable=bool(plan_uploads(scanned.files, states, plan_settings(uploader)).stages),
+        ),
+    )
+    return scanned, decision
+
+
+class _SkippedRunFilter(logging.Filter):
+    """Drops APScheduler's warning for a check skipped because a session still runs: expected."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "maximum number of running instances reached" not in record.getMessage()
+
+
+class Daemon:
+    """The scheduler, its checks and the HTTP server, sharing one ledger and one live state."""
+
+    def __init__(self, config: Config, *, clock: Callable[[], float] = time.time):
+        self.config = config
+        self.clock = clock
+        try:
+            self.binary = execute.find_rclone(config.rclone_binary)
+            self.rclone_version = command.version(self.binary)
+        except execute.RcloneError as error:
+            raise SessionError(str(error)) from error
+        self.ledger = Ledger.in_state_dir(config.state_dir)
+        self.live = LiveState(list(config.uploaders))
+        self.stop_event = threading.Event()
+        logging.getLogger("apscheduler.scheduler").addFilter(_SkippedRunFilter())
+        self.scheduler = BackgroundScheduler(
+            timezone=UTC,
+            executors={"default": ThreadPoolExecutor(max(1, len(config.uploaders)))},
+            job_defaults={"max_instances": 1, "coalesce": True, "misfire_grace_time": None},
+        )
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(
+            CloudplowCollector(
+                config,
+                self.ledger,
+                self.live,
+                rclone_version=self.rclone_version,
+                scheduler_running=self.healthy,
+                clock=clock,
+            )
+        )
+        self.http: HttpServer | None = None
+
+    def start(self) -> None:
+        """Listen, then schedule the checks (the first one at once). Raise OSError if the port is taken."""
+        app = create_app(self.registry, self.status, self.healthy)
+        self.http = HttpServer(app, self.config.server_host, self.config.server_port).start()
+        for uploader in self.config.uploaders.values():
+            self.scheduler.add_job(
+                self.check,
+                IntervalTrigger(seconds=uploader.check.interval_seconds, timezone=UTC),
+                args=[uploader.name],
+                id=uploader.name,
+                name=f"check {uploader.name}",
+                next_run_time=datetime.now(UTC),
+            )
+        self.scheduler.start()
+        logger.info(
+            "cloudplow %s: checking %s; metrics, status and health on http://%s:%d/",
+            self.rclone_version,
+            ", ".join(
+                f"{name} every {format_duration(uploader.check.interval_seconds)}"
+                for name, uploader in self.config.uploaders.items()
+            ),
+            self.http.host,
+            self.http.port,
+        )
+
+    def healthy(self) -> bool:
+        """True while the scheduler runs (it is what does the work)."""
+        return bool(self.scheduler.running) and not self.stop_event.is_set()
+
+    def status(self) -> dict:
+        return status_document(
+            self.config,
+            self.ledger,
+            self.live,
+            now=self.clock(),
+            source="daemon",
+            rclone_version=self.rclone_version,
+        )
+
+    def _next_check_at(self, name: str, started_at: float) -> float:
+        # Computed, not asked of the scheduler: a job that calls into the scheduler
+        # while it shuts down (holding its locks, waiting for the job) deadlocks.
+        # Runs due while a check is still running are skipped (max_instances 1), so
+        # the next one is the first interval tick after now.
+        interval = self.config.uploaders[name].check.interval_seconds
+        ticks = max(1, math.ceil((self.clock() - started_at) / interval))
+        return started_at + ticks * interval
+
+    def check(self, name: str) -> None:
+        """One scheduled check: scan, decide, and run a session when a trigger fires."""
+        uploader = self.config.uploaders[name]
+        now = self.clock()
+        self.live.update(
+            name, state="checking", last_check_at=now, next_check_at=now + uploader.check.interval_seconds
+        )
+        try:
+            scanned, decision = check_triggers(uploader, self.ledger, now)
+            self.live.update(
+                name,
+                queue_files=len(scanned.files),
+                queue_bytes=scanned.distribution.total_bytes,
+                queue_distribution=scanned.distribution.to_dict(),
+                queue_oldest_mtime=scanned.oldest_mtime,
+                last_trigger=decision.reason,
+                last_trigger_fired=decision.fire,
+            )
+            self.ledger.increment(name, "checks", label=decision.reason)
+            if not decision.fire or self.stop_event.is_set():
+                logger.info("%s: check: no session (%s)", name, decision.detail)
+                return
+            logger.info("%s: check: starting a session (%s)", name, decision.detail)
+            run_session(
+                self.config,
+                uploader,
+                self.ledger,
+                trigger=decision.reason,
+                stop_event=self.stop_event,
+                live=self.live,
+                scanned=scanned,
+                binary=self.binary,
+                clock=self.clock,
+            )
+        except UploaderBusy as busy:
+            logger.info("%s: check: %s", name, busy)
+        except SessionError as error:
+            logger.error("%s: %s", name, error)
+        except Exception:
+            # A check must never take the scheduler down with it; the next one tries again.
+            logger.exception("%s: check failed", name)
+        finally:
+            self.live.update(name, state="idle", next_check_at=self._next_check_at(name, now))
+
+    def stop(self, timeout_seconds: float = 25.0) -> None:
+        """Stop a running stage's rclone, let the session record it, stop serving, close the ledger."""
+        self.stop_event.set()
+        if self.scheduler.running:
+            finished = threading.Event()
+
+            def shutdown() -> None:
+                self.scheduler.shutdown(wait=True)
+                finished.set()
+
+            threading.Thread(target=shutdown, name="scheduler-shutdown", daemon=True).start()
+            if not finished.wait(timeout_seconds):
+                logger.warning("a session did not end within %.0f s of the stop request", timeout_seconds)
+        if self.http is not None:
+            self.http.stop()
+        self.ledger.close()
+
+
+def run_daemon(config: Config) -> int:
+    """Run until SIGTERM or SIGINT, then stop cleanly and return 0."""
+    stop_requested = threading.Event()
+
+    def request_stop(signal_number: int, _frame: object) -> None:
+        logger.info("%s received: stopping", signal.Signals(signal_number).name)
+        stop_requested.set()
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    daemon = Daemon(config)
+    try:
+        daemon.start()
+    except OSError as error:
+        daemon.stop()
+        raise SessionError(
+            f"server: cannot listen on {config.server_host}:{config.server_port}: {error.strerror or error}"
+        ) from error
+    while not stop_requested.wait(1.0):
+        pass
+    daemon.stop()
+    logger.info("stopped")
+    return 0
