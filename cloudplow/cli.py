@@ -262,7 +262,9 @@ def _daemon_status(config: Config) -> dict | None:
         document = response.json()
     except (requests.RequestException, ValueError):
         return None
-    return document if isinstance(document, dict) and document.get("source") == "daemon" else None
+    # Another daemon may answer on that port (a demo, another config): only ours counts.
+    ours = isinstance(document, dict) and document.get("state_dir") == str(config.state_dir)
+    return document if ours and document.get("source") == "daemon" else None
 
 
 def _status(config: Config, arguments: argparse.Namespace) -> int:

@@ -28,6 +28,7 @@ def status_document(
         "version": __version__,
         "rclone_version": rclone_version,
         "source": source,
+        "state_dir": str(config.state_dir),
         "time": now,
         "uploaders": {},
     }

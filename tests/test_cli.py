@@ -82,4 +82,5 @@ def test_quota_and_status_on_an_empty_state_dir(tree: Path, capsys) -> None:
     assert cli.main(["--config", str(path), "status", "--json"]) == 0
     status = json.loads(capsys.readouterr().out)
     assert status["uploaders"]["media"]["state"] == "idle"
-    assert status["uploaders"]["media"]["sessions"] == []
+    assert status["source"] == "state_dir"
+    assert status["uploaders"]["media"]["recent_sessions"] == []
