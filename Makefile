@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint bench clean
+.PHONY: install promtool run test lint bench clean
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import ensurepip, venv' 2>/dev/null || \
@@ -18,6 +18,16 @@ $(STAMP): pyproject.toml | $(BIN)/python
 
 install: $(STAMP)
 
+# The tests check the rendered /metrics with promtool, from Debian's prometheus
+# package. On a systemd host the package also starts a server; stop it, the
+# tests start their own on 127.0.0.1.
+promtool:
+	@command -v promtool >/dev/null 2>&1 || { \
+		apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null && \
+		{ systemctl disable --now prometheus >/dev/null 2>&1 || true; }; \
+	}
+
 run: install
 	@if [ -f config.yaml ] || [ -n "$$CLOUDPLOW_CONFIG" ]; then \
 		exec $(BIN)/cloudplow run; \
@@ -30,11 +40,12 @@ lint: install
 	$(BIN)/ruff format --check cloudplow tests bench
 	$(BIN)/mypy
 
-test: install lint
+test: install lint promtool
 	$(BIN)/pytest -q
 
 bench: install
-	$(BIN)/python -m bench
+	$(BIN)/python bench/bench_metrics.py
+	$(BIN)/python bench/bench_scan.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .demo

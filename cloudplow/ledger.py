@@ -76,8 +76,15 @@ CREATE TABLE IF NOT EXISTS blocks (
     message TEXT
 );
 CREATE INDEX IF NOT EXISTS blocks_account_until ON blocks(account, until);
+-- The blocks in force and the limits observed within the window, read at every plan and
+-- scrape, are range scans on time: blocks accumulate, one per limit hit, for good.
+CREATE INDEX IF NOT EXISTS blocks_until ON blocks(until);
+CREATE INDEX IF NOT EXISTS blocks_at_observed ON blocks(at, account, observed_limit_bytes);
 -- Covers the rolling-window sums for every account in one range scan.
 CREATE INDEX IF NOT EXISTS files_outcome_ended ON files(outcome, ended_at, account, size);
+-- One seek for an uploader's last upload (a metric read at each scrape): without it, an
+-- uploader whose last upload is older than the others' scans all their history.
+CREATE INDEX IF NOT EXISTS files_uploader_ended ON files(uploader, outcome, ended_at);
 -- Monotonic totals for the metrics, kept as they happen so a scrape never sums history.
 CREATE TABLE IF NOT EXISTS counters (
     uploader TEXT NOT NULL,
@@ -309,10 +316,11 @@ class Ledger:
             (now,),
         ):
             blocks[row[0]] = Block(*row)  # the latest `until` wins
+        # Without INDEXED BY, SQLite walks blocks_account_until for the GROUP BY: every block ever.
         observed = dict(
             self._query(
-                "SELECT account, MIN(observed_limit_bytes) FROM blocks WHERE at>?"
-                " AND observed_limit_bytes IS NOT NULL GROUP BY account",
+                "SELECT account, MIN(observed_limit_bytes) FROM blocks INDEXED BY blocks_at_observed"
+                " WHERE at>? AND observed_limit_bytes IS NOT NULL GROUP BY account",
                 (window_start,),
             )
         )

@@ -41,7 +41,8 @@ from cloudplow.scan import HISTOGRAM_BUCKETS
 from cloudplow.triggers import REASONS
 
 UPLOADER_STATES = ("idle", "checking", "uploading")
-QUANTILES = (("0.5", "p50"), ("0.9", "p90"), ("0.95", "p95"), ("0.99", "p99"), ("1", "max"))
+# Not a `quantile` label: Prometheus reserves it for summaries (promtool rejects it on a gauge).
+PERCENTILES = (("50", "p50"), ("90", "p90"), ("95", "p95"), ("99", "p99"), ("100", "max"))
 ROTATION_REASONS = ("filled", "limit", "stalled", "errors", "other")
 STAGE_OUTCOMES = ("completed", "failed", "limit", "fatal", "stalled", "interrupted")
 
@@ -107,9 +108,6 @@ class CloudplowCollector(Collector):
                 "Effective per-window quota (lowered by an observed limit)",
                 labels=labels,
             ),
-            "configured": GaugeMetricFamily(
-                "cloudplow_account_configured_quota_bytes", "Configured per-window quota", labels=labels
-            ),
             "blocked": GaugeMetricFamily(
                 "cloudplow_account_blocked",
                 "1 while the account is blocked after a limit error",
@@ -122,15 +120,18 @@ class CloudplowCollector(Collector):
             ),
             "frees_at": GaugeMetricFamily(
                 "cloudplow_account_frees_at_timestamp_seconds",
-                "When the oldest upload in the window ages out and frees bytes (0: nothing to free)",
-                labels=labels,
-            ),
-            "frees_in": GaugeMetricFamily(
-                "cloudplow_account_frees_in_seconds",
-                "Seconds until the window next frees bytes (0: nothing to free)",
+                "When the oldest upload in the window ages out and frees bytes (0: nothing to free);"
+                " subtract time() for the seconds left",
                 labels=labels,
             ),
         }
+        # Per uploader, not per account: every account of an uploader has the same configured
+        # quota, and a series per account would only repeat it (500 accounts, 500 series).
+        configured = GaugeMetricFamily(
+            "cloudplow_account_configured_quota_bytes",
+            "Configured per-window quota of each of the uploader's accounts",
+            labels=["uploader"],
+        )
         pool = GaugeMetricFamily("cloudplow_accounts", "Accounts in the uploader's pool", labels=["uploader"])
         available = GaugeMetricFamily(
             "cloudplow_accounts_available",
@@ -151,18 +152,16 @@ class CloudplowCollector(Collector):
                 families["used"].add_metric(values, report.used_bytes)
                 families["remaining"].add_metric(values, report.remaining_bytes)
                 families["quota"].add_metric(values, report.quota_bytes)
-                families["configured"].add_metric(values, report.configured_quota_bytes)
                 families["blocked"].add_metric(values, 1 if report.blocked_until else 0)
                 families["blocked_until"].add_metric(values, report.blocked_until or 0)
                 families["frees_at"].add_metric(values, report.frees_at or 0)
-                families["frees_in"].add_metric(
-                    values, max(0.0, report.frees_at - now) if report.frees_at else 0
-                )
                 if not report.blocked_until and report.remaining_bytes > uploader.quota.reserve_bytes:
                     available_count += 1
+            configured.add_metric([uploader.name], uploader.quota.per_account_bytes)
             pool.add_metric([uploader.name], len(names))
             available.add_metric([uploader.name], available_count)
         yield from families.values()
+        yield configured
         yield pool
         yield available
 
@@ -249,10 +248,10 @@ class CloudplowCollector(Collector):
             "Sizes of the queued files at the latest scan",
             labels=["uploader"],
         )
-        quantiles = GaugeMetricFamily(
-            "cloudplow_queue_file_size_quantile_bytes",
-            "Exact quantiles of the queued file sizes at the latest scan",
-            labels=["uploader", "quantile"],
+        percentiles = GaugeMetricFamily(
+            "cloudplow_queue_file_size_percentile_bytes",
+            "Exact nearest-rank percentiles of the queued file sizes at the latest scan (100: the largest)",
+            labels=["uploader", "percentile"],
         )
         for uploader in uploaders:
             state = live.get(uploader.name) or UploaderLive()
@@ -263,9 +262,9 @@ class CloudplowCollector(Collector):
             counts = {str(bucket["le"]): bucket["count"] for bucket in distribution.get("buckets", ())}
             buckets = [(_le(bound), counts.get(_le_key(bound), 0)) for bound in HISTOGRAM_BUCKETS]
             histogram.add_metric([uploader.name], buckets, distribution.get("total_bytes", 0))
-            for quantile, key in QUANTILES:
-                quantiles.add_metric([uploader.name, quantile], distribution.get(key, 0))
-        yield from (queue_bytes, queue_files, oldest, histogram, quantiles)
+            for percentile, key in PERCENTILES:
+                percentiles.add_metric([uploader.name, percentile], distribution.get(key, 0))
+        yield from (queue_bytes, queue_files, oldest, histogram, percentiles)
 
     def _sessions(self, uploaders: list, live: dict) -> Iterator[Metric]:
         label = ["uploader"]
