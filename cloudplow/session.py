@@ -498,6 +498,9 @@ def _run_locked(
         elif outcome.outcome == "fatal":
             fatal_message = outcome.message
             break
+    # A stop that lands between stages, or as a stage ends for another reason, interrupts
+    # the session only if files remain; after the last file it changes nothing.
+    interrupted = interrupted or (stop_event.is_set() and bool(queue))
 
     result.left_files = len(queue)
     if not uploader.quota.overshoot:
@@ -514,7 +517,7 @@ def _run_locked(
             )
     result.left_bytes = sum(queued.size for queued in queue.values())
     result.accounts = [report.to_dict() for report in reports_now(ledger, uploader, clock())]
-    if interrupted or stop_event.is_set():
+    if interrupted:
         result.exit_code, result.message = EXIT_FAILURES, "interrupted; files not uploaded stay in the source"
     elif fatal_message:
         result.exit_code, result.message = EXIT_FAILURES, f"stopped: {fatal_message}"

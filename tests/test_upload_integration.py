@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import make_source, run_cli, tree_digests, write_config
+from tests.conftest import assert_nothing_lost, make_source, run_cli, tree_digests, write_config
 
 pytestmark = pytest.mark.integration
 
@@ -46,18 +46,6 @@ def ledger_uploaded(state_dir: Path) -> dict[str, int]:
             state_dir, "SELECT account, SUM(size) FROM files WHERE outcome='uploaded' GROUP BY account"
         )
     )
-
-
-def assert_nothing_lost(original: dict[str, str], source: Path, destination: Path) -> None:
-    """Every file is either intact in the source or byte-identical at the destination (or both)."""
-    left = tree_digests(source)
-    uploaded = tree_digests(destination) if destination.exists() else {}
-    for path, digest in original.items():
-        assert left.get(path) == digest or uploaded.get(path) == digest, f"{path} lost or changed"
-    for path, digest in uploaded.items():
-        assert original[path] == digest, f"{path} differs at the destination"
-    for path, digest in left.items():
-        assert original[path] == digest, f"{path} changed in the source"
 
 
 def test_three_accounts_are_filled_without_waste_and_the_rest_stays(tmp_path, quota_server):

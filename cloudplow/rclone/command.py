@@ -67,6 +67,58 @@ def upload_command(
     return tuple(argv)
 
 
+def present_sizes(
+    binary: str,
+    *,
+    destination: str,
+    files_from: Path,
+    config_path: Path | None,
+    env: Mapping[str, str],
+    secrets: Sequence[str] = (),
+    timeout_seconds: float = 20.0,
+) -> dict[str, int]:
+    """
+    Given a list of paths relative to `destination` (one a line, as for an
+    upload), return path -> size of those present there, listed through the
+    account in `env`. Short network timeouts: it runs while cloudplow stops.
+    Raise RcloneError if rclone cannot list them.
+    """
+    argv = [
+        binary,
+        "lsjson",
+        destination,
+        "--files-from-raw",
+        str(files_from),
+        "--recursive",
+        "--files-only",
+        "--no-modtime",
+        "--no-mimetype",
+        "--contimeout",
+        "5s",
+        "--timeout",
+        "5s",
+        "--retries",
+        "1",
+        "--low-level-retries",
+        "1",
+    ]
+    if config_path is not None:
+        argv += ["--config", str(config_path)]
+    try:
+        entries = json.loads(execute.run(argv, env=env, secrets=secrets, timeout_seconds=timeout_seconds))
+    except ValueError as error:
+        raise execute.RcloneError(f"rclone lsjson printed no JSON list: {error}") from error
+    if not isinstance(entries, list):
+        raise execute.RcloneError("rclone lsjson printed no JSON list")
+    return {
+        entry["Path"]: entry["Size"]
+        for entry in entries
+        if isinstance(entry, dict)
+        and isinstance(entry.get("Path"), str)
+        and isinstance(entry.get("Size"), int)
+    }
+
+
 def remote_name(destination: str) -> str:
     """Given `remote:path`, return `remote`."""
     return destination.split(":", 1)[0]

@@ -10,6 +10,9 @@ While rclone runs, two things watch it:
   be refused or wasted), when no byte moves for `stall_timeout`, or when
   asked to stop.
 Then the exit code is read together with the error text (see exitcodes.py).
+After a stop (on request or at the limit), the files rclone was still sending
+are looked up at the destination: an upload the provider completed just
+before rclone was stopped, and so never logged, still counts.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from typing import IO, Protocol
 import requests
 
 from cloudplow.rclone import execute
-from cloudplow.rclone.command import upload_command
+from cloudplow.rclone.command import present_sizes, upload_command
 from cloudplow.rclone.exitcodes import ExitKind, classify_exit
 from cloudplow.rclone.rc import RcClient, free_port, new_credentials
 
@@ -99,6 +102,7 @@ class _LogWatcher:
         self.limit_seen = threading.Event()
         self.error_lines: deque[str] = deque(maxlen=20)
         self.started_at: dict[str, float] = {}
+        self.sizes: dict[str, int] = {}  # files seen transferring -> their size
 
     def mask(self, text: str) -> str:
         return execute.masked([text], self.request.secrets)
@@ -171,6 +175,43 @@ class _LogWatcher:
             name = transfer.get("name")
             if isinstance(name, str):
                 self.started_at.setdefault(name, now)
+                if isinstance(transfer.get("size"), int):
+                    self.sizes[name] = transfer["size"]
+
+    def settle_cut_off(self, request: StageRequest) -> None:
+        """
+        After rclone was stopped, look at the destination for the files it was
+        still transferring: one whose upload the provider completed before rclone
+        could log it is there whole, and counts against the account's quota.
+        Report those as uploaded.
+        """
+        with self.lock:
+            settled = set(self.result.uploaded) | set(self.result.failed) | self.result.limit_failed
+        cut_off = {path: size for path, size in self.sizes.items() if path not in settled}
+        if not cut_off:
+            return
+        files_from = request.work_dir / "cut-off.txt"
+        files_from.write_bytes(b"".join(os.fsencode(path) + b"\n" for path in cut_off))
+        try:
+            present = present_sizes(
+                request.binary,
+                destination=request.destination,
+                files_from=files_from,
+                config_path=request.config_path,
+                env=request.env,
+                secrets=request.secrets,
+            )
+        except execute.RcloneError as error:
+            logger.warning("could not check the destination for uploads cut off by the stop: %s", error)
+            return
+        for path, size in cut_off.items():
+            if present.get(path) == size:
+                logger.info("%s: found whole at the destination after rclone stopped", path)
+                with self.lock:
+                    self.result.uploaded[path] = size
+                self.listener.on_file(
+                    FileEvent("uploaded", path, size=size, started_at=self.started_at.get(path))
+                )
 
 
 def run_stage(
@@ -237,6 +278,11 @@ def _run_once(
             elif stop_event.is_set():
                 stopped_for = "interrupted"
             if stopped_for:
+                # What is in flight now is what the stop may cut off between the
+                # provider's "done" and rclone's log line.
+                stats = _poll(rc_client)
+                if stats is not None:
+                    watcher.note_transferring(stats, clock())
                 execute.stop(process)
                 break
             now = clock()
@@ -273,6 +319,9 @@ def _run_once(
         return None
     if stopped_for is None and watcher.limit_seen.is_set():
         stopped_for = "limit"
+    if stopped_for in ("interrupted", "limit"):
+        # A stalled stage moved nothing for stall_timeout: no upload can be cut off there.
+        watcher.settle_cut_off(request)
     result.outcome, result.message = _conclude(
         stopped_for, exit_code, result, last_error, request.stall_timeout_seconds
     )
