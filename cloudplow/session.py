@@ -31,7 +31,7 @@ from pathlib import Path
 from cloudplow.config import Config, Uploader
 from cloudplow.ledger import Ledger
 from cloudplow.live import LiveState
-from cloudplow.plan import Plan, PlanSettings, plan_uploads
+from cloudplow.plan import Plan, PlanSettings, Stage, plan_uploads
 from cloudplow.quota import AccountReport, account_reports, block_until
 from cloudplow.rclone import command, execute
 from cloudplow.rclone.stage import FileEvent, StageRequest, StageResult, run_stage
@@ -295,71 +295,70 @@ def run_session(
     reporting progress to `live` as it goes. Raise UploaderBusy if another
     process is uploading it, SessionError if it cannot start.
     """
-    stop_event = stop_event or threading.Event()
-    live = live or LiveState()
     try:
         binary = binary or execute.find_rclone(config.rclone_binary)
     except execute.RcloneError as error:
         raise SessionError(str(error)) from error
     if accounts is None or drive is None:
         accounts, drive = account_runtimes(config, uploader, binary)
+    context = _Context(
+        config=config,
+        uploader=uploader,
+        ledger=ledger,
+        live=live or LiveState(),
+        runner=runner,
+        clock=clock,
+        stop_event=stop_event or threading.Event(),
+        binary=binary,
+        drive=drive,
+        env_by_account={account.name: account.env for account in accounts},
+        secrets=tuple(value for account in accounts for value in account.env.values() if value),
+        limit_patterns=tuple(re.compile(pattern, re.IGNORECASE) for pattern in uploader.quota.limit_patterns),
+    )
     with uploader_lock(config.state_dir, uploader.name):
         ledger.mark_interrupted_sessions(uploader.name, now=clock())
         try:
-            return _run_locked(
-                config,
-                uploader,
-                ledger,
-                trigger=trigger,
-                stop_event=stop_event,
-                runner=runner,
-                clock=clock,
-                binary=binary,
-                accounts=accounts,
-                drive=drive,
-                live=live,
-                scanned=scanned,
-            )
+            return _run_locked(context, trigger, scanned or scan_uploader(uploader, ledger, clock()))
         finally:
-            live.session_ended(uploader.name)
+            context.live.session_ended(uploader.name)
 
 
-def _run_locked(
-    config: Config,
-    uploader: Uploader,
-    ledger: Ledger,
-    *,
-    trigger: str,
-    stop_event: threading.Event,
-    runner: StageRunner,
-    clock: Callable[[], float],
-    binary: str,
-    accounts: Sequence[AccountRuntime],
-    drive: bool,
-    live: LiveState,
-    scanned: ScanResult | None,
-) -> SessionResult:
-    env_by_account = {account.name: account.env for account in accounts}
-    secrets = tuple(value for account in accounts for value in account.env.values() if value)
-    limit_patterns = tuple(re.compile(pattern, re.IGNORECASE) for pattern in uploader.quota.limit_patterns)
-    scanned = scanned or scan_uploader(uploader, ledger, clock())
+@dataclass(frozen=True)
+class _Context:
+    """What every stage of one session shares."""
+
+    config: Config
+    uploader: Uploader
+    ledger: Ledger
+    live: LiveState
+    runner: StageRunner
+    clock: Callable[[], float]
+    stop_event: threading.Event
+    binary: str
+    drive: bool
+    env_by_account: dict[str, dict[str, str]]
+    secrets: tuple[str, ...]
+    limit_patterns: tuple[re.Pattern[str], ...]
+
+
+def _run_locked(context: _Context, trigger: str, scanned: ScanResult) -> SessionResult:
+    uploader, ledger, clock = context.uploader, context.ledger, context.clock
     queue: dict[str, QueuedFile] = {queued.path: queued for queued in scanned.files}
     result = SessionResult(
         uploader.name, EXIT_OK, "", queued_files=len(queue), queued_bytes=scanned.distribution.total_bytes
     )
-    session_id = ledger.start_session(
+    result.session_id = ledger.start_session(
         uploader.name,
         now=clock(),
         trigger=trigger,
         queue_files=len(queue),
-        queue_bytes=scanned.distribution.total_bytes,
+        queue_bytes=result.queued_bytes,
         distribution=scanned.distribution.to_dict(),
     )
-    result.session_id = session_id
-    live.update(
+    context.live.update(
         uploader.name,
         state="uploading",
-        session_id=session_id,
+        session_id=result.session_id,
         session_started_at=clock(),
         session_uploaded_bytes=0,
         session_uploaded_files=0,
@@ -367,129 +366,33 @@ def _run_locked(
         queue_bytes=result.queued_bytes,
         queue_distribution=scanned.distribution.to_dict(),
         queue_oldest_mtime=scanned.oldest_mtime,
-        accounts_in_pool=len(accounts),
+        accounts_in_pool=len(context.env_by_account),
     )
-    previous: tuple[str, str] | None = None  # (account, outcome) of the last stage
     logger.info(
         "%s: session %d: %d files, %s queued (%s)",
         uploader.name,
-        session_id,
+        result.session_id,
         len(queue),
         format_size(result.queued_bytes),
         trigger,
     )
     fatal_message: str | None = None
     interrupted = False
-    while queue and not stop_event.is_set():
-        now = clock()
-        reports = reports_now(ledger, uploader, now)
+    previous: tuple[str, str] | None = None  # (account, outcome) of the last stage
+    while queue and not context.stop_event.is_set():
+        reports = reports_now(ledger, uploader, clock())
         plan = plan_uploads(
             list(queue.values()), [report.to_state() for report in reports], plan_settings(uploader)
         )
         if not plan.stages:
             break
         stage = plan.stages[0]
-        result.stages += 1
-        account_index = next(index for index, report in enumerate(reports) if report.name == stage.account)
-        logger.info(
-            "%s: stage %d: account %s (%d of %d), %d file(s), %s, %d transfer(s)%s",
-            uploader.name,
-            result.stages,
-            stage.account,
-            account_index + 1,
-            len(reports),
-            len(stage.files),
-            format_size(stage.planned_bytes),
-            stage.transfers,
-            ", overshoot" if stage.overshoot else "",
-        )
         if previous is not None and previous[0] != stage.account:
             ledger.increment(uploader.name, "rotations", label=_ROTATION_REASONS.get(previous[1], "other"))
-        live.update(
-            uploader.name,
-            stage_number=result.stages,
-            stage_account=stage.account,
-            stage_account_index=account_index + 1,
-            stage_planned_bytes=stage.planned_bytes,
-            stage_planned_files=len(stage.files),
-            stage_transfers=stage.transfers,
-            stage_overshoot=stage.overshoot,
-            stats={},
-        )
-        stage_id = ledger.start_stage(
-            session_id,
-            number=result.stages,
-            account=stage.account,
-            transfers=stage.transfers,
-            overshoot=stage.overshoot,
-            planned_files=len(stage.files),
-            planned_bytes=stage.planned_bytes,
-            now=now,
-        )
-        recorder = _Recorder(
-            ledger,
-            live,
-            uploader=uploader.name,
-            session_id=session_id,
-            stage_id=stage_id,
-            account=stage.account,
-            sizes={queued.path: queued.size for queued in stage.files},
-            started_at=now,
-            clock=clock,
-        )
-        request = StageRequest(
-            binary=binary,
-            mode=uploader.mode,
-            source=uploader.source,
-            destination=uploader.destination,
-            paths=tuple(queued.path for queued in stage.files),
-            transfers=stage.transfers,
-            env=env_by_account[stage.account],
-            config_path=config.rclone_config,
-            drive=drive,
-            user_flags=uploader.rclone_flags,
-            limit_patterns=limit_patterns,
-            stall_timeout_seconds=uploader.stall_timeout_seconds,
-            work_dir=config.state_dir / "work" / uploader.name,
-            secrets=secrets,
-        )
-        outcome = runner(request, recorder, stop_event)
-        ledger.end_stage(
-            stage_id,
-            now=clock(),
-            outcome=outcome.outcome,
-            exit_code=outcome.exit_code,
-            message=outcome.message,
-        )
-        if outcome.exit_code is not None:
-            ledger.increment(uploader.name, "rclone_exits", label=str(outcome.exit_code))
-        ledger.increment(uploader.name, "stages", label=outcome.outcome)
+        account_index = [report.name for report in reports].index(stage.account)
+        outcome = _run_one_stage(context, result, stage, account_index, len(reports))
         previous = (stage.account, outcome.outcome)
-        logger.info(
-            "%s: stage %d %s: %d file(s), %s uploaded. %s",
-            uploader.name,
-            result.stages,
-            outcome.outcome,
-            len(outcome.uploaded),
-            format_size(outcome.uploaded_bytes),
-            outcome.message,
-        )
-        result.uploaded_files += len(outcome.uploaded)
-        result.uploaded_bytes += outcome.uploaded_bytes
-        result.failed_files += len(outcome.failed)
-        for queued in stage.files:
-            untouched = queued.path not in outcome.uploaded and queued.path not in outcome.failed
-            if queued.path in outcome.limit_failed or (untouched and outcome.outcome == "limit"):
-                # Refused by the limit, or never started because of it: back in the
-                # queue for the next account.
-                continue
-            queue.pop(queued.path, None)
-            if untouched and queued.path not in outcome.deleted:
-                if outcome.outcome == "stalled":
-                    result.failed_files += 1
-                elif outcome.outcome == "completed":
-                    # rclone had nothing to do: gone from the source, or already there.
-                    result.skipped_files += 1
+        _settle(queue, stage, outcome, result)
         if outcome.outcome == "limit":
             _block(ledger, uploader, stage.account, outcome, clock())
         elif outcome.outcome == "interrupted":
@@ -500,9 +403,149 @@ def _run_locked(
             break
     # A stop that lands between stages, or as a stage ends for another reason, interrupts
     # the session only if files remain; after the last file it changes nothing.
-    interrupted = interrupted or (stop_event.is_set() and bool(queue))
+    interrupted = interrupted or (context.stop_event.is_set() and bool(queue))
+    _conclude_session(result, queue, uploader, interrupted=interrupted, fatal_message=fatal_message)
+    result.accounts = [report.to_dict() for report in reports_now(ledger, uploader, clock())]
+    ledger.end_session(
+        result.session_id,
+        now=clock(),
+        state="interrupted" if interrupted else "finished",
+        exit_code=result.exit_code,
+        message=result.message,
+    )
+    logger.info(
+        "%s: session %d ended (exit %d): %s; %d file(s), %s uploaded in %d stage(s)",
+        uploader.name,
+        result.session_id,
+        result.exit_code,
+        result.message,
+        result.uploaded_files,
+        format_size(result.uploaded_bytes),
+        result.stages,
+    )
+    return result
 
+
+def _run_one_stage(
+    context: _Context, result: SessionResult, stage: Stage, account_index: int, accounts: int
+) -> StageResult:
+    """Record, run and count one stage; return rclone's result for it."""
+    uploader, ledger, clock = context.uploader, context.ledger, context.clock
+    assert result.session_id is not None
+    result.stages += 1
+    now = clock()
+    logger.info(
+        "%s: stage %d: account %s (%d of %d), %d file(s), %s, %d transfer(s)%s",
+        uploader.name,
+        result.stages,
+        stage.account,
+        account_index + 1,
+        accounts,
+        len(stage.files),
+        format_size(stage.planned_bytes),
+        stage.transfers,
+        ", overshoot" if stage.overshoot else "",
+    )
+    context.live.update(
+        uploader.name,
+        stage_number=result.stages,
+        stage_account=stage.account,
+        stage_account_index=account_index + 1,
+        stage_planned_bytes=stage.planned_bytes,
+        stage_planned_files=len(stage.files),
+        stage_transfers=stage.transfers,
+        stage_overshoot=stage.overshoot,
+        stats={},
+    )
+    stage_id = ledger.start_stage(
+        result.session_id,
+        number=result.stages,
+        account=stage.account,
+        transfers=stage.transfers,
+        overshoot=stage.overshoot,
+        planned_files=len(stage.files),
+        planned_bytes=stage.planned_bytes,
+        now=now,
+    )
+    recorder = _Recorder(
+        ledger,
+        context.live,
+        uploader=uploader.name,
+        session_id=result.session_id,
+        stage_id=stage_id,
+        account=stage.account,
+        sizes={queued.path: queued.size for queued in stage.files},
+        started_at=now,
+        clock=clock,
+    )
+    request = StageRequest(
+        binary=context.binary,
+        mode=uploader.mode,
+        source=uploader.source,
+        destination=uploader.destination,
+        paths=tuple(queued.path for queued in stage.files),
+        transfers=stage.transfers,
+        env=context.env_by_account[stage.account],
+        config_path=context.config.rclone_config,
+        drive=context.drive,
+        user_flags=uploader.rclone_flags,
+        limit_patterns=context.limit_patterns,
+        stall_timeout_seconds=uploader.stall_timeout_seconds,
+        work_dir=context.config.state_dir / "work" / uploader.name,
+        secrets=context.secrets,
+    )
+    outcome = context.runner(request, recorder, context.stop_event)
+    ledger.end_stage(
+        stage_id, now=clock(), outcome=outcome.outcome, exit_code=outcome.exit_code, message=outcome.message
+    )
+    if outcome.exit_code is not None:
+        ledger.increment(uploader.name, "rclone_exits", label=str(outcome.exit_code))
+    ledger.increment(uploader.name, "stages", label=outcome.outcome)
+    logger.info(
+        "%s: stage %d %s: %d file(s), %s uploaded. %s",
+        uploader.name,
+        result.stages,
+        outcome.outcome,
+        len(outcome.uploaded),
+        format_size(outcome.uploaded_bytes),
+        outcome.message,
+    )
+    result.uploaded_files += len(outcome.uploaded)
+    result.uploaded_bytes += outcome.uploaded_bytes
+    result.failed_files += len(outcome.failed)
+    return outcome
+
+
+def _settle(queue: dict[str, QueuedFile], stage: Stage, outcome: StageResult, result: SessionResult) -> None:
+    """
+    Take the stage's files out of the queue, except those refused by the
+    limit or never started because of it: they go to the next account.
+    Anything else (uploaded, failed, vanished, stalled) is done for this session.
+    """
+    for queued in stage.files:
+        untouched = queued.path not in outcome.uploaded and queued.path not in outcome.failed
+        if queued.path in outcome.limit_failed or (untouched and outcome.outcome == "limit"):
+            continue
+        queue.pop(queued.path, None)
+        if untouched and queued.path not in outcome.deleted:
+            if outcome.outcome == "stalled":
+                result.failed_files += 1
+            elif outcome.outcome == "completed":
+                # rclone had nothing to do: gone from the source, or already there.
+                result.skipped_files += 1
+
+
+def _conclude_session(
+    result: SessionResult,
+    queue: dict[str, QueuedFile],
+    uploader: Uploader,
+    *,
+    interrupted: bool,
+    fatal_message: str | None,
+) -> None:
+    """Set the session's exit code and message from what is left and what went wrong."""
     result.left_files = len(queue)
+    result.left_bytes = sum(queued.size for queued in queue.values())
     if not uploader.quota.overshoot:
         # Files that no account can take even in a fresh window: say so, or they wait forever.
         whole_account_bytes = uploader.quota.per_account_bytes - uploader.quota.reserve_bytes
@@ -515,8 +558,6 @@ def _run_locked(
                 queued.path,
                 format_size(queued.size),
             )
-    result.left_bytes = sum(queued.size for queued in queue.values())
-    result.accounts = [report.to_dict() for report in reports_now(ledger, uploader, clock())]
     if interrupted:
         result.exit_code, result.message = EXIT_FAILURES, "interrupted; files not uploaded stay in the source"
     elif fatal_message:
@@ -543,21 +584,6 @@ def _run_locked(
             result.message += (
                 f", {result.skipped_files} skipped (gone from the source or already at the destination)"
             )
-    state = "interrupted" if interrupted else "finished"
-    ledger.end_session(
-        session_id, now=clock(), state=state, exit_code=result.exit_code, message=result.message
-    )
-    logger.info(
-        "%s: session %d ended (exit %d): %s; %d file(s), %s uploaded in %d stage(s)",
-        uploader.name,
-        session_id,
-        result.exit_code,
-        result.message,
-        result.uploaded_files,
-        format_size(result.uploaded_bytes),
-        result.stages,
-    )
-    return result
 
 
 # Why a session left an account for the next one, by the outcome of its last stage there.
