@@ -179,6 +179,7 @@ class Daemon:
                 queue_bytes=scanned.distribution.total_bytes,
                 queue_distribution=scanned.distribution.to_dict(),
                 queue_oldest_mtime=scanned.oldest_mtime,
+                queue_smallest_bytes=min((queued.size for queued in scanned.files), default=0),
                 last_trigger=decision.reason,
                 last_trigger_fired=decision.fire,
             )

@@ -21,6 +21,7 @@ class UploaderLive:
     queue_bytes: int = 0
     queue_distribution: dict | None = None
     queue_oldest_mtime: float | None = None
+    queue_smallest_bytes: int = 0
     # the daemon's checks
     last_check_at: float | None = None
     next_check_at: float | None = None

@@ -33,7 +33,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from cloudplow import __version__
-from cloudplow.config import Config
+from cloudplow.config import Config, Uploader
 from cloudplow.ledger import Ledger
 from cloudplow.live import LiveState, UploaderLive
 from cloudplow.quota import account_report
@@ -85,12 +85,12 @@ class CloudplowCollector(Collector):
             value=1 if self.scheduler_running() else 0,
         )
 
-        yield from self._accounts(uploaders, now)
+        yield from self._accounts(uploaders, live, now)
         yield from self._counters(uploaders, counters)
         yield from self._queue(uploaders, live)
         yield from self._sessions(uploaders, live)
 
-    def _accounts(self, uploaders: list, now: float) -> Iterator[Metric]:
+    def _accounts(self, uploaders: list, live: dict, now: float) -> Iterator[Metric]:
         labels = ["uploader", "account"]
         families = {
             "used": GaugeMetricFamily(
@@ -135,7 +135,8 @@ class CloudplowCollector(Collector):
         pool = GaugeMetricFamily("cloudplow_accounts", "Accounts in the uploader's pool", labels=["uploader"])
         available = GaugeMetricFamily(
             "cloudplow_accounts_available",
-            "Accounts not blocked and with bytes left above the reserve",
+            "Accounts that can take a queued file now: not blocked, and room above the reserve for"
+            " the smallest queued file (with overshoot: below the limit)",
             labels=["uploader"],
         )
         for uploader in uploaders:
@@ -155,7 +156,9 @@ class CloudplowCollector(Collector):
                 families["blocked"].add_metric(values, 1 if report.blocked_until else 0)
                 families["blocked_until"].add_metric(values, report.blocked_until or 0)
                 families["frees_at"].add_metric(values, report.frees_at or 0)
-                if not report.blocked_until and report.remaining_bytes > uploader.quota.reserve_bytes:
+                if not report.blocked_until and _can_take(
+                    report.remaining_bytes, uploader, live.get(uploader.name)
+                ):
                     available_count += 1
             configured.add_metric([uploader.name], uploader.quota.per_account_bytes)
             pool.add_metric([uploader.name], len(names))
@@ -372,6 +375,14 @@ class CloudplowCollector(Collector):
             last_upload,
             trigger,
         )
+
+
+def _can_take(remaining_bytes: int, uploader: Uploader, state: UploaderLive | None) -> bool:
+    """Whether an unblocked account with this much left can take a file of the latest queue."""
+    if uploader.quota.overshoot:
+        return remaining_bytes > 0  # the provider lets the first upload that crosses complete
+    smallest_bytes = state.queue_smallest_bytes if state and state.queue_files else 1
+    return remaining_bytes - uploader.quota.reserve_bytes >= max(1, smallest_bytes)
 
 
 def _le(bound: float) -> str:

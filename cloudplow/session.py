@@ -366,6 +366,7 @@ def _run_locked(context: _Context, trigger: str, scanned: ScanResult) -> Session
         queue_bytes=result.queued_bytes,
         queue_distribution=scanned.distribution.to_dict(),
         queue_oldest_mtime=scanned.oldest_mtime,
+        queue_smallest_bytes=min((queued.size for queued in scanned.files), default=0),
         accounts_in_pool=len(context.env_by_account),
     )
     logger.info(

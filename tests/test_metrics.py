@@ -684,3 +684,27 @@ def test_http_unknown_path_and_method(served: Served):
     assert requests.get(f"{served.url}/nope", timeout=10).status_code == 404
     assert requests.post(f"{served.url}/metrics", timeout=10).status_code == 405
     assert requests.delete(f"{served.url}/status", timeout=10).status_code == 405
+
+
+def test_an_account_with_room_for_no_queued_file_is_not_available(fresh: World):
+    # alice: 10 MB quota, 1 MB reserve, 7 MB used -> 2 MB above the reserve.
+    session_id = fresh.ledger.start_session(
+        "media", now=NOW, trigger="t", queue_files=0, queue_bytes=0, distribution=None
+    )
+    stage_id = fresh.ledger.start_stage(
+        session_id,
+        number=1,
+        account="alice",
+        transfers=1,
+        overshoot=False,
+        planned_files=1,
+        planned_bytes=7 * MB,
+        now=NOW,
+    )
+    upload(fresh.ledger, session_id, stage_id, "media", "alice", "a.mkv", 7 * MB, ended_at=NOW - HOUR)
+
+    fresh.live.update("media", queue_files=3, queue_bytes=9 * MB, queue_smallest_bytes=3 * MB)
+    assert fresh.value("cloudplow_accounts_available", uploader="media") == 2  # bob and carol
+
+    fresh.live.update("media", queue_smallest_bytes=2 * MB)
+    assert fresh.value("cloudplow_accounts_available", uploader="media") == 3
