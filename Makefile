@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install promtool run test lint bench clean
+.PHONY: install promtool compose-tools run test lint bench clean
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import ensurepip, venv' 2>/dev/null || \
@@ -28,6 +28,17 @@ promtool:
 		{ systemctl disable --now prometheus >/dev/null 2>&1 || true; }; \
 	}
 
+# tests/test_compose.py lints docker/entrypoint.sh with shellcheck and checks
+# alertmanager/alertmanager.yml with amtool (Debian's prometheus-alertmanager;
+# like prometheus above, stop the server a systemd host would start).
+compose-tools:
+	@command -v shellcheck >/dev/null 2>&1 && command -v amtool >/dev/null 2>&1 || { \
+		apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+			shellcheck prometheus-alertmanager >/dev/null && \
+		{ systemctl disable --now prometheus-alertmanager >/dev/null 2>&1 || true; }; \
+	}
+
 run: install
 	@if [ -f config.yaml ] || [ -n "$$CLOUDPLOW_CONFIG" ]; then \
 		exec $(BIN)/cloudplow run; \
@@ -40,7 +51,7 @@ lint: install
 	$(BIN)/ruff format --check cloudplow tests bench
 	$(BIN)/mypy
 
-test: install lint promtool
+test: install lint promtool compose-tools
 	$(BIN)/pytest -q
 
 bench: install
