@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.interval import IntervalTrigger
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, ProcessCollector
 
 from cloudplow.config import Config, Uploader
 from cloudplow.http import HttpServer, create_app
@@ -104,6 +104,8 @@ class Daemon:
             job_defaults={"max_instances": 1, "coalesce": True, "misfire_grace_time": None},
         )
         self.registry = CollectorRegistry(auto_describe=False)
+        # process_start_time_seconds, memory and CPU: restarts and leaks show on the dashboards.
+        ProcessCollector(registry=self.registry)
         self.registry.register(
             CloudplowCollector(
                 config,

@@ -37,9 +37,11 @@ from cloudplow.config import Config, Uploader
 from cloudplow.ledger import Ledger
 from cloudplow.live import LiveState, UploaderLive
 from cloudplow.quota import account_report
+from cloudplow.rclone.exitcodes import EXIT_CODES
 from cloudplow.scan import HISTOGRAM_BUCKETS
 from cloudplow.triggers import REASONS
 
+KNOWN_EXIT_CODES = frozenset({*(str(code) for code in EXIT_CODES), "143"})
 UPLOADER_STATES = ("idle", "checking", "uploading")
 # Not a `quantile` label: Prometheus reserves it for summaries (promtool rejects it on a gauge).
 PERCENTILES = (("50", "p50"), ("90", "p90"), ("95", "p95"), ("99", "p99"), ("100", "max"))
@@ -219,7 +221,9 @@ class CloudplowCollector(Collector):
                 stages.add_metric(
                     [uploader.name, outcome], by_key.get((uploader.name, "stages", "", outcome), 0)
                 )
-            codes = {"0"} | {
+            # Every code rclone documents, and SIGTERM's 143 (cloudplow stopping it), exist at 0
+            # from the start: increase() and alerts miss the first exit of a series born at 1.
+            codes = KNOWN_EXIT_CODES | {
                 label
                 for (name_uploader, name, _, label) in by_key
                 if name_uploader == uploader.name and name == "rclone_exits"

@@ -375,7 +375,9 @@ def test_persistent_counters(world: World):
     for code, count in exits.items():
         assert world.value("cloudplow_rclone_exits_total", uploader="media", code=code) == count
     assert world.value("cloudplow_rclone_exits_total", uploader="books", code="0") == 0
-    assert world.value("cloudplow_rclone_exits_total", uploader="books", code="7") is None
+    # Every documented code (and 143, SIGTERM) exists at 0 before it ever happens.
+    assert world.value("cloudplow_rclone_exits_total", uploader="books", code="7") == 0
+    assert world.value("cloudplow_rclone_exits_total", uploader="books", code="143") == 0
     assert world.value("cloudplow_checks_total", uploader="media", reason="min_queue") == 3
     assert world.value("cloudplow_checks_total", uploader="media", reason="below_thresholds") == 1
     assert world.value("cloudplow_checks_total", uploader="media", reason="no_quota") == 0
@@ -388,7 +390,8 @@ def test_rclone_exit_codes_in_numeric_order(world: World):
         for line in text.splitlines()
         if line.startswith("cloudplow_rclone_exits_total{") and 'uploader="media"' in line
     ]
-    assert codes == ["0", "7", "10"]
+    assert codes == ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "143"]
+    assert world.value("cloudplow_rclone_exits_total", uploader="media", code="7") == 1
 
 
 def test_queue_gauges_and_size_histogram(world: World):
