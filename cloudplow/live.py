@@ -72,6 +72,7 @@ class LiveState:
             live.state = "idle"
             live.session_id = None
             live.session_started_at = None
+            live.session_uploaded_bytes = live.session_uploaded_files = 0
             live.stage_number = 0
             live.stage_account = ""
             live.stage_account_index = 0

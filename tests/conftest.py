@@ -6,6 +6,7 @@ import contextlib
 import hashlib
 import os
 import random
+import shutil
 import signal
 import socket
 import sqlite3
@@ -23,6 +24,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from cloudplow.demo.quotadav import QuotaDavServer
 
 RCLONE = str(Path(sys.executable).parent / "rclone")
+PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
+REPOSITORY = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
@@ -297,3 +300,166 @@ def start_daemon(tmp_path: Path) -> Iterator[Callable[..., DaemonProcess]]:
     yield start
     for daemon in started:
         daemon.stop()
+
+
+def live_rule_files(rules_dir: Path, directory: Path, *, alert_for: str) -> list[Path]:
+    """
+    Given a folder of Prometheus rule files, copy each one (not the promtool tests, *_test.yml)
+    into `directory` with every alert's `for:` set to `alert_for` and group `interval:`s dropped
+    (the global evaluation_interval applies); return the copies. Expressions, labels and
+    annotations stay exactly as written: only the waiting changes, so a test sees the shipped
+    rules fire in seconds.
+    """
+    copies = []
+    for path in sorted(rules_dir.glob("*.yml")):
+        if path.name.endswith("_test.yml"):
+            continue
+        document = yaml.safe_load(path.read_text(encoding="utf-8"))
+        for group in document.get("groups") or ():
+            group.pop("interval", None)
+            for rule in group.get("rules") or ():
+                if "alert" in rule and "for" in rule:
+                    rule["for"] = alert_for
+        copy = directory / path.name
+        copy.write_text(yaml.safe_dump(document, sort_keys=False), encoding="utf-8")
+        copies.append(copy)
+    return copies
+
+
+def live_prometheus_config(
+    prometheus_dir: Path, directory: Path, *, listen: str, target: str, interval: str, alert_for: str
+) -> Path:
+    """
+    Given the folder holding prometheus.yml and rules/, write a configuration built from it into
+    `directory` and return its path. The `cloudplow` job keeps everything of its own (relabelling,
+    metrics path, ...) but scrapes `target`; a `prometheus` job scrapes this server at `listen`;
+    other jobs are dropped (nothing else runs here), as are `alerting` and remote storage (no
+    Alertmanager or remote store either). Scrapes and rule evaluations happen every `interval`.
+    """
+    config = yaml.safe_load((prometheus_dir / "prometheus.yml").read_text(encoding="utf-8"))
+    config["global"] = {
+        **(config.get("global") or {}),
+        "scrape_interval": interval,
+        "scrape_timeout": interval,
+        "evaluation_interval": interval,
+    }
+    for section in ("alerting", "remote_write", "remote_read", "tracing"):
+        config.pop(section, None)
+    targets = {"cloudplow": target, "prometheus": listen}
+    jobs = []
+    for job in config.get("scrape_configs") or ():
+        if job.get("job_name") not in targets:
+            continue
+        for key in [key for key in job if key.endswith("_sd_configs")]:
+            del job[key]
+        job.pop("scrape_interval", None)
+        job.pop("scrape_timeout", None)
+        job["static_configs"] = [{"targets": [targets[job["job_name"]]]}]
+        jobs.append(job)
+    assert any(job["job_name"] == "cloudplow" for job in jobs), "prometheus.yml has no job `cloudplow`"
+    config["scrape_configs"] = jobs
+    rules = directory / "rules"
+    rules.mkdir()
+    config["rule_files"] = [
+        str(path) for path in live_rule_files(prometheus_dir / "rules", rules, alert_for=alert_for)
+    ]
+    path = directory / "prometheus.yml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+    return path
+
+
+class PrometheusProcess:
+    """The real Prometheus as a subprocess on 127.0.0.1:port, its data and log under `directory`."""
+
+    def __init__(self, config: Path, port: int, directory: Path):
+        self.url = f"http://127.0.0.1:{port}"
+        self.log_path = directory / "prometheus.log"
+        self.started_at = time.time()
+        with open(self.log_path, "wb") as log:
+            self.process = subprocess.Popen(
+                [
+                    PROMETHEUS,
+                    f"--config.file={config}",
+                    f"--storage.tsdb.path={directory / 'data'}",
+                    f"--web.listen-address=127.0.0.1:{port}",
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def api(self, path: str, **parameters: object) -> object:
+        """GET /api/v1/<path> with these parameters; return its `data`, or fail with the error."""
+        response = requests.get(f"{self.url}/api/v1/{path}", params=parameters, timeout=10)
+        assert response.headers.get("Content-Type", "").startswith("application/json"), response.text
+        document = response.json()
+        assert document.get("status") == "success", f"{path} {parameters}: {document}"
+        return document["data"]
+
+    def query(self, expression: str) -> list[dict]:
+        return self.api("query", query=expression)["result"]
+
+    def query_range(self, expression: str, start: float, end: float, step: float = 1) -> list[dict]:
+        return self.api("query_range", query=expression, start=start, end=end, step=step)["result"]
+
+    def wait_ready(self, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.process.poll() is None, f"prometheus exited {self.process.returncode}:\n{self.log()}"
+            with contextlib.suppress(requests.ConnectionError):
+                if requests.get(f"{self.url}/-/ready", timeout=5).status_code == 200:
+                    return
+            time.sleep(0.1)
+        raise AssertionError(f"prometheus not ready after {timeout:.0f} s:\n{self.log()}")
+
+    def wait_scraping(self, job: str, timeout: float = 30) -> None:
+        """Wait until every target of `job` was scraped once, up or not (Prometheus waits ~5 s to start)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            targets = [
+                target
+                for target in self.api("targets", state="active")["activeTargets"]
+                if target["labels"].get("job") == job
+            ]
+            if targets and all(target["health"] != "unknown" for target in targets):
+                return
+            time.sleep(0.1)
+        raise AssertionError(f"prometheus did not scrape job {job} within {timeout:.0f} s:\n{self.log()}")
+
+
+@pytest.fixture
+def start_prometheus(tmp_path: Path) -> Iterator[Callable[..., PrometheusProcess]]:
+    """
+    Start the real Prometheus on a free 127.0.0.1 port, scraping the daemon on 127.0.0.1:target_port
+    every second with the repository's prometheus.yml and rules (alerts wait `alert_for`, not their
+    shipped `for:`); return it ready on /-/ready and scraping (the target need not be up yet).
+    Stop every one by its pid afterwards (SIGTERM, SIGKILL after 10 s).
+    """
+    started: list[PrometheusProcess] = []
+
+    def start(
+        target_port: int, *, prometheus_dir: Path = REPOSITORY / "prometheus", alert_for: str = "2s"
+    ) -> PrometheusProcess:
+        directory = tmp_path / f"prometheus-{len(started)}"
+        directory.mkdir()
+        port = free_port()
+        config = live_prometheus_config(
+            prometheus_dir,
+            directory,
+            listen=f"127.0.0.1:{port}",
+            target=f"127.0.0.1:{target_port}",
+            interval="1s",
+            alert_for=alert_for,
+        )
+        prometheus = PrometheusProcess(config, port, directory)
+        started.append(prometheus)
+        prometheus.wait_ready()
+        prometheus.wait_scraping("cloudplow")
+        return prometheus
+
+    yield start
+    for prometheus in started:
+        stop_process(prometheus.process, timeout=10)

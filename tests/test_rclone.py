@@ -171,6 +171,19 @@ def test_log_watcher_turns_json_lines_into_file_events(tmp_path: Path) -> None:
     assert watcher.error_lines[-1] == "Error: some plain text before the JSON logger"
 
 
+def test_a_failed_move_is_one_failure_though_rclone_logs_two_lines(tmp_path: Path) -> None:
+    collect = Collect()
+    watcher = _LogWatcher(request_for(tmp_path), collect)
+    for message in (
+        "Failed to copy: User rate limit exceeded.: 403",
+        "Not deleting source as copy failed: User rate limit exceeded.: 403",
+    ):
+        watcher.handle(json.dumps({"level": "error", "msg": message, "object": "a.mkv"}))
+
+    assert [(event.kind, event.path, event.limit) for event in collect.files] == [("failed", "a.mkv", True)]
+    assert watcher.result.limit_failed == {"a.mkv"}
+
+
 def test_a_retried_file_that_succeeds_is_uploaded_not_failed(tmp_path: Path) -> None:
     watcher = _LogWatcher(request_for(tmp_path), Collect())
     watcher.handle(json.dumps({"level": "error", "msg": "Failed to copy: timeout", "object": "a"}))

@@ -154,10 +154,15 @@ class _LogWatcher:
                 self.note_limit(message)
             if isinstance(path, str):
                 with self.lock:
+                    # `rclone move` follows "Failed to copy" with "Not deleting source as
+                    # copy failed" for the same file: one failure, reported once.
+                    already_reported = path in self.result.limit_failed or path in self.result.failed
                     if limit:
                         self.result.limit_failed.add(path)
                     else:
-                        self.result.failed[path] = message
+                        self.result.failed.setdefault(path, message)
+                if already_reported:
+                    return
                 self.listener.on_file(
                     FileEvent(
                         "failed", path, error=message, limit=limit, started_at=self.started_at.get(path)
