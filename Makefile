@@ -55,8 +55,7 @@ test: install lint promtool compose-tools
 	$(BIN)/pytest -q
 
 bench: install
-	$(BIN)/python bench/bench_metrics.py
-	$(BIN)/python bench/bench_scan.py
+	$(BIN)/python bench/run_all.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .demo
