@@ -21,9 +21,26 @@ The algorithm, and why:
    megabytes of its capacity. Large files go first, small ones fill the gaps,
    which is also what leaves the smallest files (cheapest to place later) for
    the end. Finding "the largest file that fits" is a binary search over the
-   sizes sorted once, and taken files are skipped with a union-find "next
-   free" array, so planning is O(n log n) for n files whatever the number of
-   accounts: a million files plan in about a second.
+   sizes sorted once (ascending; the walk goes down from the end), and taken
+   files are skipped with a union-find "previous free" array, so planning is
+   O(n log n) for n files whatever the number of accounts. At a million
+   files any Python work per file costs about a second, so the sorts key on
+   attributes through C, the loop is inline, and far from an account's limit
+   a whole run of files that fit is taken in one step instead of one by one,
+   with the same result. bench/bench_scale.py
+   measures it (bench/results/scale.md).
+
+   The end of an account. Without small files (all 10 to 80 GB, say) the
+   greedy can end an account with a gap nearly as large as the smallest file:
+   ten 74 GB files leave 9 GB of a 749 GB capacity that no 10 GB file fills,
+   where nine, a 73 GB and a 10 GB file close it to megabytes. So once an
+   account holds files and what the next pick would leave could take at most
+   two more files (less than three times the smallest queued file), the pick
+   looks one file ahead: among that file and the TAIL_CANDIDATES largest that
+   leave room for another, it takes the one that, followed by the largest
+   file fitting after it, leaves the smallest gap. That costs
+   O(TAIL_CANDIDATES log n) for the last few picks of an account, and the
+   first file of every account is still the largest that fits.
 
 3. Transfers. A stage's files add up to at most its account's capacity, so
    however many of them are in flight at once, their bytes cannot cross the
@@ -46,11 +63,17 @@ The algorithm, and why:
 
 from __future__ import annotations
 
-from bisect import bisect_left
+from array import array
+from bisect import bisect_right
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import compress, islice
+from operator import attrgetter
 
 from cloudplow.scan import QueuedFile
+
+# How many other files a pick at the end of an account compares (see "The end of an account").
+TAIL_CANDIDATES = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,24 +135,61 @@ def plan_uploads(
     plus the files left over. No non-overshoot stage plans more than its
     account's remaining bytes minus the reserve; every file appears at most once.
     """
-    order = sorted(range(len(queue)), key=lambda index: (-queue[index].size, queue[index].path))
-    sizes = [queue[index].size for index in order]
-    negated_sizes = [-size for size in sizes]  # ascending, for bisect
+    # Ascending by size, equal sizes by path descending, so walking down from
+    # the end meets the largest files first and equal sizes in path order. Both
+    # sorts key on an attribute through C (no Python call per file), and the
+    # one by path is linear on the path-sorted queue a scan hands over.
+    ordered = sorted(queue, key=attrgetter("path"), reverse=True)
+    ordered.sort(key=attrgetter("size"))
+    sizes = [queued.size for queued in ordered]
     count = len(sizes)
-    # next_free[i] leads to the first position >= i whose file is not planned yet.
-    next_free = list(range(count + 1))
+    # free[p] is 1 while the file at position p is not planned; previous[p + 1]
+    # leads (union-find) to 1 + the last free position <= p, 0 when none is.
+    free = bytearray(b"\x01") * count
+    previous = array("q", range(count + 1))
 
-    def first_free(position: int) -> int:
-        root = position
-        while next_free[root] != root:
-            root = next_free[root]
-        while next_free[position] != root:  # path compression
-            next_free[position], position = root, next_free[position]
-        return root
+    def last_free_at_or_below(position: int) -> int:
+        root = position + 1
+        while previous[root] != root:
+            root = previous[root]
+        node = position + 1
+        while previous[node] != root:  # path compression
+            previous[node], node = root, previous[node]
+        return root - 1
 
-    def take(position: int) -> QueuedFile:
-        next_free[position] = position + 1
-        return queue[order[position]]
+    lowest_free = 0  # moves up only: files are taken, never given back
+
+    def end_game_pick(candidate: int, capacity: int, gap: int) -> int:
+        """
+        Given the position of the largest free file that fits `capacity` and
+        the gap it would leave, return the position of the file to take: that
+        one unless this is the end of the account and another file, followed
+        by the largest file that fits after it, leaves a smaller gap.
+        """
+        nonlocal lowest_free
+        while not free[lowest_free]:
+            lowest_free += 1
+        smallest = sizes[lowest_free]
+        if lowest_free == candidate or gap >= 3 * smallest:
+            return candidate
+        after = last_free_at_or_below(bisect_right(sizes, gap, 0, candidate) - 1)
+        best, best_gap = candidate, gap - sizes[after] if after >= 0 else gap
+        if not best_gap:
+            return candidate
+        first = last_free_at_or_below(bisect_right(sizes, capacity - smallest, 0, candidate + 1) - 1)
+        for _ in range(TAIL_CANDIDATES):
+            if first < 0:
+                break
+            rest = capacity - sizes[first]
+            second = last_free_at_or_below(bisect_right(sizes, rest, 0, candidate + 1) - 1)
+            if second == first:
+                second = last_free_at_or_below(first - 1)
+            if second >= 0 and rest - sizes[second] < best_gap:
+                best, best_gap = first, rest - sizes[second]
+                if not best_gap:
+                    break
+            first = last_free_at_or_below(first - 1)
+        return best
 
     available = [account for account in accounts if not account.blocked]
     largest_capacity = max(
@@ -137,28 +197,78 @@ def plan_uploads(
     )
     stages: list[Stage] = []
     for account in available:
-        capacity = account.remaining_bytes - settings.reserve_bytes
+        starting_capacity = capacity = account.remaining_bytes - settings.reserve_bytes
         chosen: list[QueuedFile] = []
+        # Invariant: no free file above `position` fits `capacity`. This loop
+        # runs once per planned file, so it stays inline and bisects only when
+        # the next free file down is too large.
+        position = count - 1
         while capacity >= 0:
-            position = first_free(bisect_left(negated_sizes, -capacity))
-            if position >= count:
+            if previous[position + 1] != position + 1:
+                position = last_free_at_or_below(position)
+            if position < 0:
                 break
-            chosen.append(take(position))
-            capacity -= sizes[position]
+            size = sizes[position]
+            if size > capacity:
+                position = bisect_right(sizes, capacity, 0, position) - 1
+                continue
+            gap = capacity - size
+            # Far from the end of the account, the files from here down are
+            # taken one after another while they fit. Take, in one step, the
+            # longest run of free ones after which at least three times this
+            # size is left, so that none of them would have looked ahead: with
+            # small files that is most of a plan. The run is found by
+            # galloping, so its cost is in C and grows with the files taken.
+            if gap >= 3 * size:
+                room = gap - 2 * size  # capacity - 3 * size
+                low, step, growing = position + 1, 2, True
+                while step:
+                    start = low - step
+                    if start >= 0 and free.find(0, start, low) < 0:
+                        chunk = sum(sizes[start:low])
+                        if chunk <= room:
+                            room -= chunk
+                            low = start
+                            if growing:
+                                step *= 2
+                            continue
+                    growing = False
+                    step //= 2
+                if low < position:
+                    previous[low + 1 : position + 2] = array("q", [low]) * (position + 1 - low)
+                    free[low : position + 1] = bytes(position + 1 - low)
+                    chosen.extend(reversed(ordered[low : position + 1]))
+                    capacity -= gap - 2 * size - room
+                    position = low - 1
+                    continue
+            if gap < 3 * size and gap and chosen:  # perhaps the end of the account: look ahead
+                picked = end_game_pick(position, capacity, gap)
+                if picked != position:
+                    previous[picked + 1] = picked
+                    free[picked] = 0
+                    chosen.append(ordered[picked])
+                    capacity -= sizes[picked]
+                    continue
+            previous[position + 1] = position
+            free[position] = 0
+            chosen.append(ordered[position])
+            capacity -= size
+            position -= 1
         if chosen:
             transfers = max(1, min(settings.max_transfers, len(chosen)))
             stages.append(Stage(account.name, tuple(chosen), transfers))
-        planned_bytes = sum(queued.size for queued in chosen)
+        planned_bytes = starting_capacity - capacity
         if settings.overshoot and account.remaining_bytes - planned_bytes > 0:
-            position = first_free(0)
-            if position < count:
-                stages.append(Stage(account.name, (take(position),), 1, overshoot=True))
+            position = last_free_at_or_below(count - 1)
+            if position >= 0:
+                previous[position + 1] = position
+                free[position] = 0
+                stages.append(Stage(account.name, (ordered[position],), 1, overshoot=True))
 
-    deferred: list[QueuedFile] = []
-    waiting: list[QueuedFile] = []
-    position = first_free(0)
-    while position < count:
-        left = queue[order[position]]
-        (deferred if left.size > largest_capacity else waiting).append(left)
-        position = first_free(position + 1)
+    # Whatever is left, largest first: files above every capacity are deferred.
+    cut = bisect_right(sizes, largest_capacity)
+    deferred = list(compress(islice(ordered, cut, None), islice(free, cut, None)))
+    deferred.reverse()
+    waiting = list(compress(islice(ordered, cut), free))
+    waiting.reverse()
     return Plan(tuple(stages), tuple(deferred), tuple(waiting))

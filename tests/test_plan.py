@@ -1,5 +1,6 @@
 """The planner: exact plans on small cases, and its invariants on random ones (hypothesis)."""
 
+import random
 from collections import Counter
 
 from hypothesis import given, settings
@@ -84,6 +85,23 @@ def test_empty_inputs():
 def test_zero_byte_files_fit_a_full_account():
     plan = plan_uploads(queued(0, 0), [AccountState("a", GB, GB)], PlanSettings(0, False, 8))
     assert plan.planned_files == 2
+
+
+def test_runs_of_files_taken_at_once_keep_the_order_and_stop_at_planned_files():
+    # Far from its limit an account takes whole runs of files in one step; the
+    # result must be what one file at a time gives: largest first, equal sizes
+    # in path order, and a run ends where an earlier account took files.
+    tens = [QueuedFile(f"t{index:03d}", 10, 0.0) for index in range(100)]
+    ones = [QueuedFile(f"o{index:03d}", 1, 0.0) for index in range(100)]
+    files = tens + ones
+    random.Random(1).shuffle(files)
+    accounts = [AccountState("a", 55, 0), AccountState("b", 1000, 0)]
+    plan = plan_uploads(files, accounts, PlanSettings(0, False, 8))
+    assert [stage.files for stage in plan.stages] == [
+        tuple(tens[:5] + ones[:5]),
+        tuple(tens[5:] + ones[5:55]),
+    ]
+    assert plan.waiting == tuple(ones[55:])
 
 
 accounts_strategy = st.lists(
