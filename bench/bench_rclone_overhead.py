@@ -71,6 +71,7 @@ from cloudplow.config import load_config
 from cloudplow.demo import quotadav
 from cloudplow.ledger import Ledger
 from cloudplow.plan import plan_uploads
+from cloudplow.rclone.command import upload_command
 from cloudplow.rclone.rc import RcClient, free_port
 from cloudplow.session import account_runtimes, plan_settings, reports_now, scan_uploader
 
@@ -233,26 +234,21 @@ def write_cloudplow_config(
 
 
 def cloudplow_rclone_argv(source: Path, files_from: Path, rclone_conf: Path, transfers: int) -> list[str]:
-    """rclone's command line as cloudplow.rclone.command.upload_command builds it for a WebDAV stage."""
-    return [
-        RCLONE,
-        "copy",
-        str(source),
-        "dav:media",
-        "--files-from-raw",
-        str(files_from),
-        "--transfers",
-        str(transfers),
-        "--use-json-log",
-        "--verbose",
-        "--stats",
-        "0",
-        "--rc",
-        "--rc-addr",
-        f"127.0.0.1:{free_port()}",
-        "--config",
-        str(rclone_conf),
-    ]
+    """rclone's command line exactly as cloudplow builds it for a WebDAV stage."""
+    return list(
+        upload_command(
+            RCLONE,
+            mode="copy",
+            source=source,
+            destination="dav:media",
+            files_from=files_from,
+            transfers=transfers,
+            rc_port=free_port(),
+            config_path=rclone_conf,
+            drive=False,
+            user_flags=(),
+        )
+    )
 
 
 # --- one timed process ---------------------------------------------------------------------
