@@ -228,7 +228,6 @@ class _Recorder:
         self.sizes = sizes
         self.started_at = started_at
         self.clock = clock
-        self.bytes_in_flight: dict[str, int] = {}  # name -> bytes sent, from the latest stats
         self._last_report_at = 0.0
 
     def on_file(self, event: FileEvent) -> None:
@@ -252,17 +251,13 @@ class _Recorder:
             self.live.file_uploaded(self.uploader, size)
         else:
             # What was sent of a failed upload is lost quota and bandwidth.
-            wasted_bytes = self.bytes_in_flight.get(event.path, 0)
-            if wasted_bytes:
-                self.ledger.increment(self.uploader, "wasted_bytes", wasted_bytes, account=self.account)
+            if event.sent_bytes:
+                self.ledger.increment(self.uploader, "wasted_bytes", event.sent_bytes, account=self.account)
         if outcome == "failed":
             logger.warning("%s: %s", event.path, event.error)
 
     def on_progress(self, stats: dict) -> None:
         self.live.update(self.uploader, stats=stats)
-        for transfer in stats.get("transferring") or ():
-            if isinstance(transfer.get("name"), str):
-                self.bytes_in_flight[transfer["name"]] = int(transfer.get("bytes") or 0)
         now = self.clock()
         if now - self._last_report_at >= 10:
             self._last_report_at = now

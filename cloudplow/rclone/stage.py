@@ -68,6 +68,7 @@ class FileEvent:
     started_at: float | None = None
     error: str | None = None
     limit: bool = False  # failed with the provider's limit message
+    sent_bytes: int = 0  # of a failed upload: what rclone had sent at its last poll
 
 
 class StageListener(Protocol):
@@ -103,6 +104,7 @@ class _LogWatcher:
         self.error_lines: deque[str] = deque(maxlen=20)
         self.started_at: dict[str, float] = {}
         self.sizes: dict[str, int] = {}  # files seen transferring -> their size
+        self.sent_bytes: dict[str, int] = {}  # files seen transferring -> bytes sent at the last poll
 
     def mask(self, text: str) -> str:
         return execute.masked([text], self.request.secrets)
@@ -165,7 +167,12 @@ class _LogWatcher:
                     return
                 self.listener.on_file(
                     FileEvent(
-                        "failed", path, error=message, limit=limit, started_at=self.started_at.get(path)
+                        "failed",
+                        path,
+                        error=message,
+                        limit=limit,
+                        started_at=self.started_at.get(path),
+                        sent_bytes=self.sent_bytes.get(path, 0),
                     )
                 )
 
@@ -180,6 +187,7 @@ class _LogWatcher:
             name = transfer.get("name")
             if isinstance(name, str):
                 self.started_at.setdefault(name, now)
+                self.sent_bytes[name] = int(transfer.get("bytes") or 0)
                 if isinstance(transfer.get("size"), int):
                     self.sizes[name] = transfer["size"]
 
