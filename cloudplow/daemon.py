@@ -17,7 +17,7 @@ import shutil
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
 from apscheduler.executors.pool import ThreadPoolExecutor
@@ -25,7 +25,9 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 from prometheus_client import CollectorRegistry, ProcessCollector
 
+from cloudplow import events
 from cloudplow.config import Config, Uploader
+from cloudplow.events import Event, Listener
 from cloudplow.http import HttpServer, create_app
 from cloudplow.ledger import Ledger
 from cloudplow.live import LiveState
@@ -86,9 +88,12 @@ class _SkippedRunFilter(logging.Filter):
 class Daemon:
     """The scheduler, its checks and the HTTP server, sharing one ledger and one live state."""
 
-    def __init__(self, config: Config, *, clock: Callable[[], float] = time.time):
+    def __init__(
+        self, config: Config, *, clock: Callable[[], float] = time.time, listeners: Sequence[Listener] = ()
+    ):
         self.config = config
         self.clock = clock
+        self.listeners = tuple(listeners)
         try:
             self.binary = execute.find_rclone(config.rclone_binary)
             self.rclone_version = command.version(self.binary)
@@ -200,16 +205,24 @@ class Daemon:
                 scanned=scanned,
                 binary=self.binary,
                 clock=self.clock,
+                listeners=self.listeners,
             )
         except UploaderBusy as busy:
             logger.info("%s: check: %s", name, busy)
         except SessionError as error:
             logger.error("%s: %s", name, error)
-        except Exception:
+            self._announce_failure(name, str(error))
+        except Exception as error:
             # A check must never take the scheduler down with it; the next one tries again.
             logger.exception("%s: check failed", name)
+            self._announce_failure(name, f"check failed: {type(error).__name__}")
         finally:
             self.live.update(name, state="idle", next_check_at=self._next_check_at(name, now))
+
+    def _announce_failure(self, name: str, message: str) -> None:
+        events.announce(
+            self.listeners, Event(events.SESSION_FAILED, name, self.clock(), {"message": message})
+        )
 
     def stop(self, timeout_seconds: float = 25.0) -> None:
         """Stop a running stage's rclone, let the session record it, stop serving, close the ledger."""

@@ -28,7 +28,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cloudplow import events
 from cloudplow.config import Config, Uploader
+from cloudplow.events import Event, Listener
 from cloudplow.ledger import Ledger
 from cloudplow.live import LiveState
 from cloudplow.plan import Plan, PlanSettings, Stage, plan_uploads
@@ -218,8 +220,12 @@ class _Recorder:
         sizes: dict[str, int],
         started_at: float,
         clock: Callable[[], float],
+        listeners: Sequence[Listener] = (),
+        stage_number: int = 0,
     ):
         self.ledger = ledger
+        self.listeners = listeners
+        self.stage_number = stage_number
         self.live = live
         self.uploader = uploader
         self.session_id = session_id
@@ -255,9 +261,22 @@ class _Recorder:
                 self.ledger.increment(self.uploader, "wasted_bytes", event.sent_bytes, account=self.account)
         if outcome == "failed":
             logger.warning("%s: %s", event.path, event.error)
+        self._announce(events.FILE_DONE, path=event.path, size=size, outcome=outcome)
+
+    def _announce(self, kind: str, **data: object) -> None:
+        events.announce(
+            self.listeners,
+            Event(
+                kind,
+                self.uploader,
+                self.clock(),
+                {"stage": self.stage_number, "account": self.account, **data},
+            ),
+        )
 
     def on_progress(self, stats: dict) -> None:
         self.live.update(self.uploader, stats=stats)
+        self._announce(events.PROGRESS, stats=stats)
         now = self.clock()
         if now - self._last_report_at >= 10:
             self._last_report_at = now
@@ -284,11 +303,13 @@ def run_session(
     drive: bool | None = None,
     live: LiveState | None = None,
     scanned: ScanResult | None = None,
+    listeners: Sequence[Listener] = (),
 ) -> SessionResult:
     """
     Given an uploader, run one whole upload session and return its result,
-    reporting progress to `live` as it goes. Raise UploaderBusy if another
-    process is uploading it, SessionError if it cannot start.
+    reporting progress to `live` and announcing what happens to `listeners`
+    as it goes. Raise UploaderBusy if another process is uploading it,
+    SessionError if it cannot start.
     """
     try:
         binary = binary or execute.find_rclone(config.rclone_binary)
@@ -309,6 +330,7 @@ def run_session(
         env_by_account={account.name: account.env for account in accounts},
         secrets=tuple(value for account in accounts for value in account.env.values() if value),
         limit_patterns=tuple(re.compile(pattern, re.IGNORECASE) for pattern in uploader.quota.limit_patterns),
+        listeners=tuple(listeners),
     )
     with uploader_lock(config.state_dir, uploader.name):
         ledger.mark_interrupted_sessions(uploader.name, now=clock())
@@ -334,6 +356,10 @@ class _Context:
     env_by_account: dict[str, dict[str, str]]
     secrets: tuple[str, ...]
     limit_patterns: tuple[re.Pattern[str], ...]
+    listeners: tuple[Listener, ...] = ()
+
+    def announce(self, kind: str, **data: object) -> None:
+        events.announce(self.listeners, Event(kind, self.uploader.name, self.clock(), data))
 
 
 def _run_locked(context: _Context, trigger: str, scanned: ScanResult) -> SessionResult:
@@ -364,6 +390,15 @@ def _run_locked(context: _Context, trigger: str, scanned: ScanResult) -> Session
         queue_smallest_bytes=min((queued.size for queued in scanned.files), default=0),
         accounts_in_pool=len(context.env_by_account),
     )
+    context.announce(
+        events.SESSION_STARTED,
+        session_id=result.session_id,
+        trigger=trigger,
+        queue_files=len(queue),
+        queue_bytes=result.queued_bytes,
+        accounts=len(context.env_by_account),
+    )
+    started_at = clock()
     logger.info(
         "%s: session %d: %d files, %s queued (%s)",
         uploader.name,
@@ -375,6 +410,7 @@ def _run_locked(context: _Context, trigger: str, scanned: ScanResult) -> Session
     fatal_message: str | None = None
     interrupted = False
     previous: tuple[str, str] | None = None  # (account, outcome) of the last stage
+    accounts_used: set[str] = set()
     while queue and not context.stop_event.is_set():
         reports = reports_now(ledger, uploader, clock())
         plan = plan_uploads(
@@ -386,11 +422,12 @@ def _run_locked(context: _Context, trigger: str, scanned: ScanResult) -> Session
         if previous is not None and previous[0] != stage.account:
             ledger.increment(uploader.name, "rotations", label=_ROTATION_REASONS.get(previous[1], "other"))
         account_index = [report.name for report in reports].index(stage.account)
+        accounts_used.add(stage.account)
         outcome = _run_one_stage(context, result, stage, account_index, len(reports))
         previous = (stage.account, outcome.outcome)
         _settle(queue, stage, outcome, result)
         if outcome.outcome == "limit":
-            _block(ledger, uploader, stage.account, outcome, clock())
+            _block(context, stage.account, outcome)
         elif outcome.outcome == "interrupted":
             interrupted = True
             break
@@ -401,7 +438,8 @@ def _run_locked(context: _Context, trigger: str, scanned: ScanResult) -> Session
     # the session only if files remain; after the last file it changes nothing.
     interrupted = interrupted or (context.stop_event.is_set() and bool(queue))
     _conclude_session(result, queue, uploader, interrupted=interrupted, fatal_message=fatal_message)
-    result.accounts = [report.to_dict() for report in reports_now(ledger, uploader, clock())]
+    final_reports = reports_now(ledger, uploader, clock())
+    result.accounts = [report.to_dict() for report in final_reports]
     ledger.end_session(
         result.session_id,
         now=clock(),
@@ -418,6 +456,23 @@ def _run_locked(context: _Context, trigger: str, scanned: ScanResult) -> Session
         result.uploaded_files,
         format_size(result.uploaded_bytes),
         result.stages,
+    )
+    context.announce(
+        events.SESSION_ENDED,
+        session_id=result.session_id,
+        exit_code=result.exit_code,
+        state="interrupted" if interrupted else "finished",
+        message=result.message,
+        uploaded_files=result.uploaded_files,
+        uploaded_bytes=result.uploaded_bytes,
+        left_files=result.left_files,
+        left_bytes=result.left_bytes,
+        stages=result.stages,
+        accounts_used=sorted(accounts_used),
+        duration_seconds=clock() - started_at,
+        frees_at=min(
+            (report.frees_at for report in final_reports if report.frees_at is not None), default=None
+        ),
     )
     return result
 
@@ -453,6 +508,17 @@ def _run_one_stage(
         stage_overshoot=stage.overshoot,
         stats={},
     )
+    context.announce(
+        events.STAGE_STARTED,
+        session_id=result.session_id,
+        stage=result.stages,
+        account=stage.account,
+        account_index=account_index + 1,
+        files=len(stage.files),
+        bytes=stage.planned_bytes,
+        transfers=stage.transfers,
+        overshoot=stage.overshoot,
+    )
     stage_id = ledger.start_stage(
         result.session_id,
         number=result.stages,
@@ -473,6 +539,8 @@ def _run_one_stage(
         sizes={queued.path: queued.size for queued in stage.files},
         started_at=now,
         clock=clock,
+        listeners=context.listeners,
+        stage_number=result.stages,
     )
     request = StageRequest(
         binary=context.binary,
@@ -509,6 +577,16 @@ def _run_one_stage(
     result.uploaded_files += len(outcome.uploaded)
     result.uploaded_bytes += outcome.uploaded_bytes
     result.failed_files += len(outcome.failed)
+    context.announce(
+        events.STAGE_ENDED,
+        session_id=result.session_id,
+        stage=result.stages,
+        account=stage.account,
+        outcome=outcome.outcome,
+        uploaded_files=len(outcome.uploaded),
+        uploaded_bytes=outcome.uploaded_bytes,
+        message=outcome.message,
+    )
     return outcome
 
 
@@ -586,8 +664,9 @@ def _conclude_session(
 _ROTATION_REASONS = {"completed": "filled", "limit": "limit", "stalled": "stalled", "failed": "errors"}
 
 
-def _block(ledger: Ledger, uploader: Uploader, account: str, outcome: StageResult, now: float) -> None:
+def _block(context: _Context, account: str, outcome: StageResult) -> None:
     """Block an account that hit the provider's limit, recording the limit it really had."""
+    ledger, uploader, now = context.ledger, context.uploader, context.clock()
     usage = ledger.usage([account], now=now, window_seconds=uploader.quota.window_seconds)[0]
     until = block_until(usage, now=now, window_seconds=uploader.quota.window_seconds)
     ledger.block_account(
@@ -605,6 +684,13 @@ def _block(ledger: Ledger, uploader: Uploader, account: str, outcome: StageResul
         account,
         format_size(usage.used_bytes),
         time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(until)),
+    )
+    context.announce(
+        events.ACCOUNT_BLOCKED,
+        account=account,
+        until=until,
+        used_bytes=usage.used_bytes,
+        message=outcome.limit_message or outcome.message,
     )
 
 

@@ -231,3 +231,49 @@ def test_a_source_that_vanished_is_a_clear_error_not_an_empty_queue(tmp_path: Pa
     with pytest.raises(SessionError, match=r"^uploaders\.media\.source: cannot scan .*source"):
         session(config, uploader, ledger, runtimes, runner)
     assert calls == []
+
+
+class Heard:
+    """A listener that keeps every event; a second one that always raises."""
+
+    def __init__(self):
+        self.events = []
+
+    def on_event(self, event) -> None:
+        self.events.append(event)
+
+
+class Broken:
+    def on_event(self, event) -> None:
+        raise RuntimeError("a peer is down")
+
+
+def test_the_session_announces_what_happens_and_a_failing_listener_changes_nothing(tmp_path: Path) -> None:
+    config, uploader, ledger, runtimes = setup(tmp_path, [2 * MB] * 6)
+    runner, _calls = uploading(limit_after={"a": 1})
+    heard = Heard()
+
+    result = run_session(
+        config,
+        uploader,
+        ledger,
+        runner=runner,
+        clock=Clock(),
+        binary="rclone",
+        accounts=runtimes,
+        drive=False,
+        listeners=[Broken(), heard],
+    )
+
+    kinds = [event.kind for event in heard.events]
+    assert kinds[0] == "session_started" and kinds[-1] == "session_ended"
+    assert kinds.count("stage_started") == kinds.count("stage_ended") == result.stages
+    outcomes = [event.data["outcome"] for event in heard.events if event.kind == "file_done"]
+    assert outcomes.count("limit") == 1 and outcomes.count("uploaded") == result.uploaded_files
+    blocked = [event for event in heard.events if event.kind == "account_blocked"]
+    assert [event.data["account"] for event in blocked] == ["a"]
+    ended = heard.events[-1].data
+    assert ended["exit_code"] == result.exit_code
+    assert ended["uploaded_files"] == result.uploaded_files > 0
+    assert ended["accounts_used"] == ["a", "b"]
+    assert all(event.uploader == "media" for event in heard.events)
