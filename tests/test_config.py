@@ -499,7 +499,7 @@ BAD_CONFIGS: list[BadCase] = [
         "accounts-empty",
         [(("uploaders", "media", "accounts"), {})],
         "uploaders.media.accounts",
-        "give dir, list or both",
+        "give dir, remotes, list or a mix",
     ),
     (
         "accounts-dir-missing",
@@ -950,7 +950,8 @@ def test_sample_with_every_key_written_out_loads(tree: Path) -> None:
     config = load_config(write_config(tree, text))
 
     media = config.uploaders["media"]
-    assert [account.name for account in media.accounts] == ["sa1", "sa2", "alice"]
+    assert [account.name for account in media.accounts] == ["sa1", "sa2", "gdrive2", "gdrive3", "alice"]
+    assert [account.remote for account in media.accounts] == [None, None, "gdrive2", "gdrive3", None]
     assert media.schedule == Schedule(datetime.time(1, 0), datetime.time(7, 0))
     assert config.rclone_config == tree / "rclone.conf"
 
@@ -963,20 +964,24 @@ def test_sample_documents_every_key() -> None:
         # Every key is present in the full sample ...
         node: Any = document
         for part in dotted_path.replace("[]", ".[]").split("."):
-            node = node["media"] if part == "<name>" else node[0] if part == "[]" else node[part]
-        # ... on one line, right below its documentation from the schema.
+            node = next(iter(node.values())) if part == "<name>" else node[0] if part == "[]" else node[part]
+        # ... on a line right below its documentation from the schema (names such as url
+        # or quota appear in several sections; one of their lines has this key's doc).
         key_lines = [
             index
             for index, line in enumerate(lines)
             if line.strip().removeprefix("- ").startswith(f"{key.name}:")
         ]
-        assert len(key_lines) == 1, dotted_path
-        comment: list[str] = []
-        index = key_lines[0] - 1
-        while lines[index].lstrip().startswith("#"):
-            comment.insert(0, lines[index].strip().removeprefix("#").strip())
-            index -= 1
-        assert " ".join(comment).startswith(key.doc), dotted_path
+        assert key_lines, dotted_path
+        comments = []
+        for key_line in key_lines:
+            comment: list[str] = []
+            index = key_line - 1
+            while lines[index].lstrip().startswith("#"):
+                comment.insert(0, lines[index].strip().removeprefix("#").strip())
+                index -= 1
+            comments.append(" ".join(comment))
+        assert any(comment.startswith(key.doc) for comment in comments), dotted_path
 
 
 def test_commented_sample_keeps_optional_keys_visible() -> None:
@@ -997,3 +1002,145 @@ def test_reference_has_a_row_per_key() -> None:
         assert row.startswith(f"| `{path}` |")
     assert "| `uploaders.<name>.quota.per_account` | size | `750GB` |" in reference
     assert "| `uploaders.<name>.source` | path | **required** |" in reference
+
+
+# --- integrations, jobs beside the uploaders, the shared state ---------------
+
+PLANTED = "pl4nted-s3cret"
+
+INTEGRATIONS = {
+    "media_servers": [
+        {
+            "kind": "plex",
+            "url": "http://127.0.0.1:32400",
+            "token": PLANTED,
+            "throttle": {1: "50M", 3: "20MB"},
+        },
+        {"kind": "jellyfin", "url": "http://127.0.0.1:8096/", "token": PLANTED, "ignore_local": False},
+    ],
+    "downloaders": [
+        {"kind": "sabnzbd", "url": "http://127.0.0.1:8080", "api_key": PLANTED},
+        {"kind": "qbittorrent", "url": f"http://admin:{PLANTED}@127.0.0.1:8081", "username": "admin"},
+    ],
+    "notifications": {"urls": [f"json://127.0.0.1:8000/{PLANTED}"], "events": ["failed"]},
+    "state": {"url": f"postgresql://cloudplow:{PLANTED}@db/cloudplow", "host": "seedbox-1"},
+    "movers": {"staging": {"from": "staging:Media", "to": "gdrive:Media", "after": "media"}},
+    "syncers": {
+        "backup": {"source": "gdrive:/Media", "destination": "backup:/Media", "accounts": {"dir": "./sa"}}
+    },
+    "hidden": [{"folder": "./media", "remotes": ["gdrive:"]}],
+}
+
+
+def test_integrations_load_with_units_and_defaults(tree: Path) -> None:
+    config = load_config(write_config(tree, {**minimal_document(), **INTEGRATIONS}))
+
+    plex, jellyfin = config.media_servers
+    assert plex.throttle == ((1, 50 * 2**20), (3, 20 * 10**6)) and plex.poll_seconds == 30
+    assert plex.ignore_local and not jellyfin.ignore_local
+    assert jellyfin.url == "http://127.0.0.1:8096" and jellyfin.throttle[0] == (1, 50 * 2**20)
+    assert [downloader.name for downloader in config.downloaders] == [
+        "sabnzbd@127.0.0.1:8080",
+        "qbittorrent@127.0.0.1:8081",
+    ]
+    assert config.notifications is not None and config.notifications.events == ("failed",)
+    assert config.state.host == "seedbox-1" and config.state.url is not None
+    assert config.movers["staging"].after == "media"
+    backup = config.syncers["backup"]
+    assert backup.mode == "copy" and backup.interval_seconds == 86400 and backup.remote == "backup"
+    assert [account.name for account in backup.accounts] == ["sa1", "sa2"]
+    assert config.hidden[0].folder == tree / "media" and config.hidden[0].interval_seconds == 3600
+    media = config.uploaders["media"]
+    assert media.remove_empty_dirs and media.throttle and not media.check.watch
+    # No credential in the summary or any repr.
+    assert PLANTED not in summarize(config)
+    assert PLANTED not in repr(config)
+
+
+def test_without_integrations_the_defaults_are_empty(tree: Path) -> None:
+    config = load_config(write_config(tree, minimal_document()))
+
+    assert config.media_servers == () and config.downloaders == () and config.hidden == ()
+    assert config.notifications is None and config.state.url is None and config.state.host
+    assert not config.movers and not config.syncers
+
+
+@pytest.mark.parametrize(
+    ("changes", "expected_path", "expected_reason"),
+    [
+        (
+            [(("media_servers",), [{"kind": "kodi", "url": "http://x", "token": "t"}])],
+            "media_servers[0].kind",
+            "expected plex or jellyfin or emby",
+        ),
+        (
+            [(("media_servers",), [{"kind": "plex", "url": f"ftp://u:{PLANTED}@x", "token": "t"}])],
+            "media_servers[0].url",
+            "http(s) URL",
+        ),
+        (
+            [(("media_servers",), [{"kind": "plex", "url": f"http://u:{PLANTED}@x:99999", "token": "t"}])],
+            "media_servers[0].url",
+            "does not parse",
+        ),
+        (
+            [(("media_servers",), [{"kind": "plex", "url": "http://x"}])],
+            "media_servers[0].token",
+            "missing (required)",
+        ),
+        (
+            [
+                (
+                    ("media_servers",),
+                    [{"kind": "plex", "url": "http://x", "token": "t", "throttle": {0: "1M"}}],
+                )
+            ],
+            "media_servers[0].throttle.0",
+            "1 or more",
+        ),
+        (
+            [
+                (
+                    ("media_servers",),
+                    [{"kind": "plex", "url": "http://x", "token": "t", "throttle": {2: "fast"}}],
+                )
+            ],
+            "media_servers[0].throttle.2",
+            "size",
+        ),
+        (
+            [(("downloaders",), [{"kind": "sabnzbd", "url": "http://x", "api_key": [PLANTED]}])],
+            "downloaders[0].api_key",
+            "expected text",
+        ),
+        ([(("notifications",), {"urls": [], "events": ["failed"]})], "notifications.urls", "at least one"),
+        (
+            [(("notifications",), {"urls": ["json://x"], "events": ["failed", "failed"]})],
+            "notifications.events[1]",
+            "listed twice",
+        ),
+        (
+            [(("movers",), {"m": {"from": "a:x", "to": "b:y", "after": "tv"}})],
+            "movers.m.after",
+            "no uploader named 'tv'",
+        ),
+        (
+            [(("syncers",), {"media": {"source": "a:x", "destination": "b:y"}})],
+            "syncers.media",
+            "an uploader is named",
+        ),
+        ([(("hidden",), [{"folder": "./media"}])], "hidden[0].remotes", "missing (required)"),
+        (
+            [(("uploaders", "media", "accounts"), {"remotes": ["gdrive/2"]})],
+            "uploaders.media.accounts.remotes[0]",
+            "bad remote name",
+        ),
+    ],
+)
+def test_bad_integration_settings(tree: Path, changes, expected_path: str, expected_reason: str) -> None:
+    error = load_errors(write_config(tree, apply(minimal_document(), changes)))
+
+    assert error.errors == [error.errors[0]], error.errors
+    assert str(error).startswith(f"{expected_path}: "), str(error)
+    assert expected_reason in str(error)
+    assert PLANTED not in str(error)

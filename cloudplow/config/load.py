@@ -18,9 +18,11 @@ import json
 import os
 import re
 import shutil
+import socket
 import textwrap
+import urllib.parse
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -74,11 +76,15 @@ class SecretEnv(FrozenMapping[str, str]):
 
 @dataclass(frozen=True, slots=True)
 class Account:
-    """One identity with its own upload quota: env overrides and/or a service-account key."""
+    """
+    One identity with its own upload quota: env overrides, a service-account
+    key, or another rclone remote whose credentials replace the destination's.
+    """
 
     name: str
     env: Mapping[str, str]
     service_account_file: Path | None
+    remote: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +102,7 @@ class Check:
     min_queue_bytes: int
     max_age_seconds: float
     min_free_bytes: int
+    watch: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,12 +136,93 @@ class Uploader:
     transfers: int
     stall_timeout_seconds: float
     rclone_flags: tuple[str, ...]
+    remove_empty_dirs: bool = True
+    throttle: bool = True
 
     def __repr__(self) -> str:
         # Flag values may be credentials (--webdav-pass): mask them like the summary does.
         shown = {field.name: getattr(self, field.name) for field in dataclasses.fields(self)}
         shown["rclone_flags"] = mask_argv(self.rclone_flags)
         return "Uploader(" + ", ".join(f"{name}={value!r}" for name, value in shown.items()) + ")"
+
+
+@dataclass(frozen=True, slots=True)
+class MediaServer:
+    kind: str  # plex | jellyfin | emby
+    url: str = field(repr=False)
+    token: str = field(repr=False)
+    poll_seconds: float
+    ignore_local: bool
+    throttle: tuple[tuple[int, int], ...]  # (active streams, bytes per second), ascending streams
+
+    @property
+    def name(self) -> str:
+        """A label safe to show: kind and host:port, never credentials."""
+        return f"{self.kind}@{safe_url(self.url)}"
+
+
+@dataclass(frozen=True, slots=True)
+class Downloader:
+    kind: str  # sabnzbd | nzbget | qbittorrent
+    url: str = field(repr=False)
+    api_key: str | None = field(repr=False)
+    username: str | None
+    password: str | None = field(repr=False)
+
+    @property
+    def name(self) -> str:
+        """A label safe to show: kind and host:port, never credentials."""
+        return f"{self.kind}@{safe_url(self.url)}"
+
+
+@dataclass(frozen=True, slots=True)
+class Notifications:
+    urls: tuple[str, ...] = field(repr=False)
+    events: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class StateStore:
+    url: str | None = field(repr=False)  # PostgreSQL; None: SQLite in state_dir
+    host: str
+
+
+@dataclass(frozen=True, slots=True)
+class Mover:
+    name: str
+    source: str
+    destination: str
+    after: str  # the uploader whose sessions it follows
+
+
+@dataclass(frozen=True, slots=True)
+class Syncer:
+    """A remote-to-remote copy or sync with its own account pool; planned like an upload."""
+
+    name: str
+    source: str
+    destination: str
+    remote: str  # the destination's remote, which the accounts apply to
+    mode: str  # copy | sync
+    accounts: tuple[Account, ...]
+    accounts_dir: Path | None
+    quota: Quota
+    interval_seconds: float
+    transfers: int
+    stall_timeout_seconds: float
+    rclone_flags: tuple[str, ...]
+
+    def __repr__(self) -> str:
+        shown = {field.name: getattr(self, field.name) for field in dataclasses.fields(self)}
+        shown["rclone_flags"] = mask_argv(self.rclone_flags)
+        return "Syncer(" + ", ".join(f"{name}={value!r}" for name, value in shown.items()) + ")"
+
+
+@dataclass(frozen=True, slots=True)
+class HiddenFolder:
+    folder: Path
+    remotes: tuple[str, ...]
+    interval_seconds: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,6 +234,13 @@ class Config:
     server_host: str
     server_port: int
     uploaders: Mapping[str, Uploader]
+    media_servers: tuple[MediaServer, ...] = ()
+    downloaders: tuple[Downloader, ...] = ()
+    notifications: Notifications | None = None
+    state: StateStore = StateStore(None, "localhost")
+    movers: Mapping[str, Mover] = field(default_factory=lambda: FrozenMapping())
+    syncers: Mapping[str, Syncer] = field(default_factory=lambda: FrozenMapping())
+    hidden: tuple[HiddenFolder, ...] = ()
 
 
 DEFAULT_ACCOUNT = Account("default", SecretEnv(), None)
@@ -209,6 +304,8 @@ def load_config(path: Path) -> Config:
             if uploader is not None:
                 uploaders[name] = uploader
         _check_overlapping_sources(uploaders, context)
+    syncers = _build_syncers(values["syncers"], uploaders, context)
+    movers = _build_movers(values["movers"], uploaders, context)
 
     if context.errors:
         raise ConfigError(context.errors)
@@ -220,6 +317,42 @@ def load_config(path: Path) -> Config:
         server_host=server["host"],
         server_port=server["port"],
         uploaders=FrozenMapping(uploaders),
+        media_servers=tuple(
+            MediaServer(
+                kind=entry["kind"],
+                url=entry["url"],
+                token=entry["token"],
+                poll_seconds=entry["poll"],
+                ignore_local=entry["ignore_local"],
+                throttle=entry["throttle"],
+            )
+            for entry in values["media_servers"] or ()
+        ),
+        downloaders=tuple(
+            Downloader(
+                kind=entry["kind"],
+                url=entry["url"],
+                api_key=entry["api_key"],
+                username=entry["username"],
+                password=entry["password"],
+            )
+            for entry in values["downloaders"] or ()
+        ),
+        notifications=(
+            Notifications(urls=values["notifications"]["urls"], events=values["notifications"]["events"])
+            if values["notifications"] is not None
+            else None
+        ),
+        state=StateStore(
+            url=values["state"]["url"] if values["state"] is not None else None,
+            host=(values["state"] or {}).get("host") or socket.gethostname(),
+        ),
+        movers=FrozenMapping(movers),
+        syncers=FrozenMapping(syncers),
+        hidden=tuple(
+            HiddenFolder(folder=entry["folder"], remotes=entry["remotes"], interval_seconds=entry["interval"])
+            for entry in values["hidden"] or ()
+        ),
     )
 
 
@@ -239,7 +372,43 @@ def summarize(config: Config) -> str:
     for uploader in config.uploaders.values():
         lines.append("")
         lines.extend(_summarize_uploader(uploader))
+    lines.extend(_summarize_jobs(config))
     return "\n".join(lines) + "\n"
+
+
+def _summarize_jobs(config: Config) -> list[str]:
+    """Return the summary lines of everything beside the uploaders; credentials never appear."""
+    lines: list[str] = []
+    if config.syncers:
+        lines.append("")
+        for syncer in config.syncers.values():
+            lines.append(
+                f"syncer {syncer.name}: {syncer.mode} {syncer.source} -> {syncer.destination}, "
+                f"{len(syncer.accounts)} account(s), every {format_duration(syncer.interval_seconds)}"
+            )
+    for mover in config.movers.values():
+        lines.append(
+            f"mover {mover.name}: {mover.source} -> {mover.destination} after uploader {mover.after}"
+        )
+    for hidden in config.hidden:
+        lines.append(f"hidden: {hidden.folder} -> delete on {', '.join(hidden.remotes)}")
+    if config.media_servers or config.downloaders or config.notifications:
+        lines.append("")
+    for server in config.media_servers:
+        steps = ", ".join(f"{streams}+: {format_size(rate)}/s" for streams, rate in server.throttle)
+        lines.append(
+            f"media server {server.name}: every {format_duration(server.poll_seconds)}, "
+            f"{'remote streams only' if server.ignore_local else 'all streams'}; throttle {steps or 'never'}"
+        )
+    for downloader in config.downloaders:
+        lines.append(f"downloader {downloader.name}: paused while uploading")
+    if config.notifications is not None:
+        events = ", ".join(config.notifications.events)
+        lines.append(f"notifications: {len(config.notifications.urls)} URL(s) for {events}")
+    lines.append(
+        f"state:     {'PostgreSQL' if config.state.url else 'SQLite in state_dir'} (host {config.state.host})"
+    )
+    return lines
 
 
 # --- reading the file -------------------------------------------------------
@@ -709,6 +878,95 @@ def _parse_flags(key: Key, value: Any, path: str, context: _Context) -> Any:
     return tuple(argv) if valid else _INVALID
 
 
+def _parse_secret(key: Key, value: Any, path: str, context: _Context) -> Any:
+    # A credential: the error says what kind of value it got, never the value.
+    if isinstance(value, bool) or not isinstance(value, str | int) or not str(value).strip():
+        context.error(path, f"expected text, got {_describe_type(value) if value != '' else 'nothing'}")
+        return _INVALID
+    return str(value)
+
+
+def safe_url(url: str) -> str:
+    """Given a URL, return host[:port] only: no user, password, path or query (for labels and logs)."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        host = parts.hostname or "?"
+        port = parts.port
+    except ValueError:
+        return "?"
+    host = f"[{host}]" if ":" in host else host
+    return f"{host}:{port}" if port else host
+
+
+def _parse_url(key: Key, value: Any, path: str, context: _Context) -> Any:
+    # URLs may carry user:password@; errors never quote them.
+    expected = 'expected an http(s) URL such as "http://127.0.0.1:8080"'
+    if not isinstance(value, str) or not value.strip():
+        context.error(path, f"{expected}, got {_describe_type(value)}")
+        return _INVALID
+    try:
+        parts = urllib.parse.urlsplit(value.strip())
+        parts.port  # noqa: B018 - raises ValueError for a bad port
+    except ValueError:
+        context.error(path, f"{expected}; this one does not parse (bad port or brackets)")
+        return _INVALID
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        context.error(path, f"{expected}; this one has no http(s) scheme or no host")
+        return _INVALID
+    return value.strip().rstrip("/")
+
+
+def _parse_secret_list(key: Key, value: Any, path: str, context: _Context) -> Any:
+    if not isinstance(value, list) or not value:
+        context.error(path, f"expected a list of text with at least one entry, got {_describe_type(value)}")
+        return _INVALID
+    items = [_parse_secret(key, item, f"{path}[{index}]", context) for index, item in enumerate(value)]
+    return tuple(items) if _valid(*items) else _INVALID
+
+
+def _parse_choice_list(key: Key, value: Any, path: str, context: _Context) -> Any:
+    if not isinstance(value, list):
+        context.error(path, f"expected a list, got {_describe_type(value)}")
+        return _INVALID
+    valid = True
+    for index, item in enumerate(value):
+        if item not in key.choices:
+            context.error(
+                f"{path}[{index}]", f"expected one of {', '.join(key.choices)}, got {_describe(item)}"
+            )
+            valid = False
+        elif value.index(item) != index:
+            context.error(f"{path}[{index}]", f"{item!r} is listed twice")
+            valid = False
+    return tuple(value) if valid else _INVALID
+
+
+def _parse_rate_table(key: Key, value: Any, path: str, context: _Context) -> Any:
+    if not isinstance(value, dict):
+        context.error(path, f"expected a mapping of active streams: rate, got {_describe_type(value)}")
+        return _INVALID
+    table: list[tuple[int, int]] = []
+    valid = True
+    for streams, rate in value.items():
+        entry_path = _join(path, streams)
+        if isinstance(streams, bool) or not isinstance(streams, int) or streams < 1:
+            context.error(entry_path, "expected a whole number of streams, 1 or more, as the key")
+            valid = False
+            continue
+        try:
+            rate_bytes = parse_size(rate)
+        except ValueError as error:
+            context.error(entry_path, str(error))
+            valid = False
+            continue
+        if rate_bytes <= 0:
+            context.error(entry_path, "must be more than zero (remove the entry for unlimited)")
+            valid = False
+            continue
+        table.append((streams, rate_bytes))
+    return tuple(sorted(table)) if valid else _INVALID
+
+
 _PARSERS: dict[str, Callable[[Key, Any, str, _Context], Any]] = {
     "section": _parse_section,
     "named_sections": _parse_named_sections,
@@ -726,6 +984,11 @@ _PARSERS: dict[str, Callable[[Key, Any, str, _Context], Any]] = {
     "regex_list": _parse_regex_list,
     "env": _parse_env,
     "flags": _parse_flags,
+    "secret": _parse_secret,
+    "url": _parse_url,
+    "secret_list": _parse_secret_list,
+    "choice_list": _parse_choice_list,
+    "rate_table": _parse_rate_table,
 }
 
 
@@ -761,21 +1024,7 @@ def _build_uploader(name: str, section: Any, path: str, context: _Context) -> Up
     if not _valid(section):
         return None
     accounts = _build_accounts(section["accounts"], f"{path}.accounts", context)
-    quota = section["quota"]
-    if _valid(quota):
-        per_account, reserve = quota["per_account"], quota["reserve"]
-        if _valid(per_account, reserve) and reserve >= per_account:
-            context.error(
-                f"{path}.quota.reserve",
-                f"must be smaller than per_account ({format_size(per_account)}), got {format_size(reserve)}",
-            )
-        quota = Quota(
-            per_account_bytes=per_account,
-            window_seconds=quota["window"],
-            reserve_bytes=reserve,
-            overshoot=quota["overshoot"],
-            limit_patterns=quota["limit_patterns"],
-        )
+    quota = _build_quota(section["quota"], f"{path}.quota", context)
     check = section["check"]
     if _valid(check):
         check = Check(
@@ -783,6 +1032,7 @@ def _build_uploader(name: str, section: Any, path: str, context: _Context) -> Up
             min_queue_bytes=check["min_queue"],
             max_age_seconds=check["max_age"],
             min_free_bytes=check["min_free"],
+            watch=check["watch"],
         )
     filters = section["filters"]
     if _valid(filters):
@@ -820,7 +1070,77 @@ def _build_uploader(name: str, section: Any, path: str, context: _Context) -> Up
         transfers=section["transfers"],
         stall_timeout_seconds=section["stall_timeout"],
         rclone_flags=section["rclone_flags"],
+        remove_empty_dirs=section["remove_empty_dirs"],
+        throttle=section["throttle"],
     )
+
+
+def _build_quota(quota: Any, path: str, context: _Context) -> Any:
+    """Given a parsed quota section, return the Quota, recording a reserve not below per_account."""
+    if not _valid(quota):
+        return _INVALID
+    per_account, reserve = quota["per_account"], quota["reserve"]
+    if _valid(per_account, reserve) and reserve >= per_account:
+        context.error(
+            f"{path}.reserve",
+            f"must be smaller than per_account ({format_size(per_account)}), got {format_size(reserve)}",
+        )
+    return Quota(
+        per_account_bytes=per_account,
+        window_seconds=quota["window"],
+        reserve_bytes=reserve,
+        overshoot=quota["overshoot"],
+        limit_patterns=quota["limit_patterns"],
+    )
+
+
+def _build_syncers(sections: Any, uploaders: Mapping[str, Uploader], context: _Context) -> dict[str, Syncer]:
+    """Given the parsed syncers (or None), return them by name; a name must not be an uploader's too."""
+    syncers: dict[str, Syncer] = {}
+    if sections is None or not _valid(sections):
+        return syncers
+    for name, section in sections.items():
+        path = f"syncers.{name}"
+        if not _valid(section):
+            continue
+        if name in uploaders:
+            context.error(path, f"an uploader is named {name!r} too; their metrics and ledger would mix")
+        destination = section["destination"]
+        syncers[name] = Syncer(
+            name=name,
+            source=section["source"],
+            destination=destination,
+            remote=destination.partition(":")[0] if _valid(destination) else _INVALID,
+            mode=section["mode"],
+            accounts=_build_accounts(section["accounts"], f"{path}.accounts", context),
+            accounts_dir=section["accounts"]["dir"]
+            if section["accounts"] and _valid(section["accounts"])
+            else None,
+            quota=_build_quota(section["quota"], f"{path}.quota", context),
+            interval_seconds=section["check"]["interval"] if _valid(section["check"]) else _INVALID,
+            transfers=section["transfers"],
+            stall_timeout_seconds=section["stall_timeout"],
+            rclone_flags=section["rclone_flags"],
+        )
+    return syncers
+
+
+def _build_movers(sections: Any, uploaders: Mapping[str, Uploader], context: _Context) -> dict[str, Mover]:
+    """Given the parsed movers (or None), return them by name; `after` must name an uploader."""
+    movers: dict[str, Mover] = {}
+    if sections is None or not _valid(sections):
+        return movers
+    for name, section in sections.items():
+        if not _valid(section):
+            continue
+        after = section["after"]
+        if _valid(after) and after not in uploaders:
+            context.error(
+                f"movers.{name}.after",
+                f"no uploader named {after!r} (uploaders: {', '.join(uploaders) or 'none'})",
+            )
+        movers[name] = Mover(name=name, source=section["from"], destination=section["to"], after=after)
+    return movers
 
 
 def _build_accounts(section: Any, path: str, context: _Context) -> tuple[Account, ...]:
@@ -833,8 +1153,10 @@ def _build_accounts(section: Any, path: str, context: _Context) -> tuple[Account
         return (DEFAULT_ACCOUNT,)
     if not _valid(section):
         return ()
-    if section["dir"] is None and section["list"] is None:
-        context.error(path, "give dir, list or both; remove accounts to use the one implicit account")
+    if section["dir"] is None and section["list"] is None and section["remotes"] is None:
+        context.error(
+            path, "give dir, remotes, list or a mix; remove accounts to use the one implicit account"
+        )
         return ()
     accounts: list[Account] = []
     defined_at: dict[str, str] = {}
@@ -842,6 +1164,19 @@ def _build_accounts(section: Any, path: str, context: _Context) -> tuple[Account
         for key_file in _service_account_files(section["dir"], f"{path}.dir", context):
             accounts.append(Account(key_file.stem, SecretEnv(), key_file))
             defined_at[key_file.stem] = f"{path}.dir ({key_file.name})"
+    if section["remotes"] is not None and _valid(section["remotes"]):
+        for index, remote in enumerate(section["remotes"]):
+            remote_path = f"{path}.remotes[{index}]"
+            remote = remote.removesuffix(":")
+            if not re.fullmatch(schema.ACCOUNT_NAME_PATTERN, remote):
+                context.error(remote_path, f"bad remote name {remote!r}: use the name as in rclone.conf")
+            elif remote in defined_at:
+                context.error(
+                    remote_path, f"duplicate account name {remote!r}, already defined by {defined_at[remote]}"
+                )
+            else:
+                defined_at[remote] = remote_path
+                accounts.append(Account(remote, SecretEnv(), None, remote=remote))
     if section["list"] is not None and _valid(section["list"]):
         for index, entry in enumerate(section["list"]):
             if not _valid(entry) or not _valid(entry["name"]):

@@ -51,6 +51,11 @@ TYPE_NAMES = {
     "regex_list": "list of regexes",
     "env": "VARIABLE: value",
     "flags": "--flag: value",
+    "secret": "text (secret)",
+    "url": "URL",
+    "secret_list": "list of text (secrets)",
+    "choice_list": "list of choices",
+    "rate_table": "streams: size per second",
 }
 
 

@@ -30,6 +30,11 @@ Kind = Literal[
     "regex_list",  # case-insensitive regular expressions
     "env",  # mapping of environment variable -> value; values are secrets
     "flags",  # mapping of rclone flag -> value, flattened to argv
+    "secret",  # text that is a credential: never quoted in an error, masked in the summary
+    "url",  # http(s)://host[:port][/path]; may carry user:password, so never quoted
+    "secret_list",  # list of texts that are credentials (apprise URLs)
+    "choice_list",  # list of `choices`, no repeats
+    "rate_table",  # mapping of whole number (active streams) -> size (bytes per second)
 ]
 
 UPLOADER_NAME_PATTERN = re.compile(r"[a-z0-9_-]+")
@@ -135,8 +140,8 @@ SERVER = Key(
 ACCOUNTS = Key(
     "accounts",
     "section",
-    "Accounts to rotate through, each with its own upload quota. Give dir, list or both "
-    "(dir accounts come first). Without this key there is one implicit account, "
+    "Accounts to rotate through, each with its own upload quota. Give dir, remotes, list or "
+    "a mix (in that order). Without this key there is one implicit account, "
     '"default", that uploads with the remote exactly as rclone.conf configures it.',
     commented=True,
     children=(
@@ -148,6 +153,14 @@ ACCOUNTS = Key(
             "RCLONE_CONFIG_<REMOTE>_SERVICE_ACCOUNT_FILE.",
             example="/config/sa",
             must_exist="dir",
+        ),
+        Key(
+            "remotes",
+            "str_list",
+            "Other rclone remotes of the destination's backend (personal accounts): each is one "
+            "account, named after the remote, whose credentials cloudplow applies to the "
+            "destination's remote through rclone's environment.",
+            example=["gdrive2", "gdrive3"],
         ),
         Key(
             "list",
@@ -257,6 +270,13 @@ CHECK = Key(
             "... or when the source disk has less free space than this (0: never).",
             default="50GB",
         ),
+        Key(
+            "watch",
+            "bool",
+            "Also watch source for new files (inotify) and check as soon as a trigger may fire: "
+            "after filters.min_age of quiet, at most once a minute.",
+            default=False,
+        ),
     ),
 )
 
@@ -357,6 +377,19 @@ UPLOADER_KEYS: tuple[Key, ...] = (
         default={},
         example={"--checkers": 16, "--drive-chunk-size": "64M"},
     ),
+    Key(
+        "remove_empty_dirs",
+        "bool",
+        "In move mode, remove the folders under source that the session emptied (never source "
+        "itself, never a folder still holding a file).",
+        default=True,
+    ),
+    Key(
+        "throttle",
+        "bool",
+        "Slow this uploader down while media_servers have people streaming.",
+        default=True,
+    ),
 )
 
 UPLOADERS = Key(
@@ -369,6 +402,206 @@ UPLOADERS = Key(
     children=UPLOADER_KEYS,
     pattern=UPLOADER_NAME_PATTERN.pattern,
     pattern_doc="lowercase letters a-z, digits, _ and -",
+)
+
+MEDIA_SERVERS = Key(
+    "media_servers",
+    "section_list",
+    "Media servers to watch: while people stream from them, uploads are slowed down "
+    "(uploaders with throttle: false excepted). The active streams of every server add up.",
+    commented=True,
+    children=(
+        Key(
+            "kind",
+            "choice",
+            "Which server this is.",
+            required=True,
+            example="plex",
+            choices=("plex", "jellyfin", "emby"),
+        ),
+        Key("url", "url", "Where it answers.", required=True, example="http://127.0.0.1:32400"),
+        Key(
+            "token",
+            "secret",
+            "X-Plex-Token for Plex, an API key for Jellyfin and Emby (a secret: never logged or shown).",
+            required=True,
+            example="<token>",
+        ),
+        Key("poll", "duration", "How often to count its streams.", default="30s", positive=True),
+        Key(
+            "ignore_local",
+            "bool",
+            "Streams from loopback or private addresses (the home network) don't count.",
+            default=True,
+        ),
+        Key(
+            "throttle",
+            "rate_table",
+            "Active streams -> upload rate in bytes per second (a size); the highest key not above "
+            "the stream count wins; below every key uploads are unlimited.",
+            default={1: "50M", 3: "20M", 5: "8M"},
+        ),
+    ),
+)
+
+DOWNLOADERS = Key(
+    "downloaders",
+    "section_list",
+    "Download clients paused while any session uploads and resumed after (never one that was "
+    "already paused).",
+    commented=True,
+    children=(
+        Key(
+            "kind",
+            "choice",
+            "Which client this is.",
+            required=True,
+            example="sabnzbd",
+            choices=("sabnzbd", "nzbget", "qbittorrent"),
+        ),
+        Key("url", "url", "Where its web interface answers.", required=True, example="http://127.0.0.1:8080"),
+        Key("api_key", "secret", "SABnzbd's API key (a secret).", example="<api key>"),
+        Key("username", "str", "NZBGet or qBittorrent user name.", example="nzbget"),
+        Key("password", "secret", "NZBGet or qBittorrent password (a secret).", example="<password>"),
+    ),
+)
+
+NOTIFICATION_EVENTS = ("session_finished", "pool_exhausted", "account_broken", "failed")
+
+NOTIFICATIONS = Key(
+    "notifications",
+    "section",
+    "Messages through apprise (one URL per service; see apprise's documentation). "
+    "Failed deliveries only warn.",
+    commented=True,
+    children=(
+        Key(
+            "urls",
+            "secret_list",
+            "apprise URLs (secrets: they carry tokens).",
+            required=True,
+            example=["json://127.0.0.1:8000/hook"],
+        ),
+        Key(
+            "events",
+            "choice_list",
+            "Which events to send.",
+            default=list(NOTIFICATION_EVENTS),
+            choices=NOTIFICATION_EVENTS,
+        ),
+    ),
+)
+
+STATE = Key(
+    "state",
+    "section",
+    "Where usage is kept. Default: SQLite in state_dir. Several hosts sharing one account "
+    "pool use one PostgreSQL database.",
+    commented=True,
+    children=(
+        Key(
+            "url",
+            "secret",
+            "PostgreSQL connection URL (a secret: it may carry a password).",
+            required=True,
+            example="postgresql://cloudplow@db/cloudplow",
+        ),
+        Key(
+            "host",
+            "str",
+            "This host's name in the account leases. Default: the machine's hostname.",
+            example="seedbox-1",
+        ),
+    ),
+)
+
+MOVERS = Key(
+    "movers",
+    "named_sections",
+    "Server-side moves from one remote to another (rclone move --delete-empty-src-dirs), "
+    "run after the named uploader's session; they count toward the same quota.",
+    commented=True,
+    example="staging",
+    pattern=UPLOADER_NAME_PATTERN.pattern,
+    pattern_doc="lowercase letters a-z, digits, _ and -",
+    children=(
+        Key("from", "remote", "Remote path to move from.", required=True, example="staging:Media"),
+        Key("to", "remote", "Remote path to move to.", required=True, example="gdrive:Media"),
+        Key("after", "str", "Uploader whose sessions this follows.", required=True, example="media"),
+    ),
+)
+
+SYNC_CHECK = Key(
+    "check",
+    "section",
+    "When the syncer runs.",
+    default={},
+    children=(Key("interval", "duration", "How often to sync.", default="24h", positive=True),),
+)
+
+SYNCERS = Key(
+    "syncers",
+    "named_sections",
+    "Remote-to-remote copies or syncs through their own account pool, planned in quota-sized "
+    "stages like uploads (metrics under uploader = the syncer's name).",
+    commented=True,
+    example="backup",
+    pattern=UPLOADER_NAME_PATTERN.pattern,
+    pattern_doc="lowercase letters a-z, digits, _ and -",
+    children=(
+        Key("source", "remote", "Remote path to read.", required=True, example="gdrive:/Media"),
+        Key("destination", "remote", "Remote path to write.", required=True, example="backup:/Media"),
+        Key(
+            "mode",
+            "choice",
+            "copy adds and updates files; sync also deletes at the destination what the source lacks.",
+            default="copy",
+            choices=("copy", "sync"),
+        ),
+        ACCOUNTS,
+        QUOTA,
+        SYNC_CHECK,
+        Key("transfers", "int", "Most files copied at once.", default=8, minimum=1),
+        Key(
+            "stall_timeout",
+            "duration",
+            "Stop a stage when no bytes have moved for this long.",
+            default="15m",
+            positive=True,
+        ),
+        Key("rclone_flags", "flags", "Extra rclone flags, as for uploaders.", default={}),
+    ),
+)
+
+HIDDEN = Key(
+    "hidden",
+    "section_list",
+    "unionfs-fuse whiteouts: each *_HIDDEN~ marker under folder is a file deleted from the "
+    "union; cloudplow deletes that path on every remote listed, then the marker.",
+    commented=True,
+    children=(
+        Key(
+            "folder",
+            "path",
+            "The union's metadata folder (holds the *_HIDDEN~ markers).",
+            required=True,
+            example="/mnt/local/.unionfs-fuse",
+        ),
+        Key(
+            "remotes",
+            "str_list",
+            'Remotes to delete on, such as "gdrive:".',
+            required=True,
+            example=["gdrive:"],
+        ),
+        Key(
+            "interval",
+            "duration",
+            "How often the daemon cleans, besides after each session.",
+            default="1h",
+            positive=True,
+        ),
+    ),
 )
 
 ROOT = Key(
@@ -385,6 +618,13 @@ ROOT = Key(
         ),
         SERVER,
         UPLOADERS,
+        MEDIA_SERVERS,
+        DOWNLOADERS,
+        NOTIFICATIONS,
+        STATE,
+        MOVERS,
+        SYNCERS,
+        HIDDEN,
     ),
 )
 
