@@ -38,6 +38,7 @@ from cloudplow.quota import AccountReport, account_reports, block_until
 from cloudplow.rclone import command, execute
 from cloudplow.rclone.stage import FileEvent, StageRequest, StageResult, run_stage
 from cloudplow.scan import QueuedFile, ScanResult, scan, size_distribution
+from cloudplow.tidy import remove_emptied_folders
 from cloudplow.units import format_size
 
 logger = logging.getLogger(__name__)
@@ -83,6 +84,7 @@ class SessionResult:
     left_files: int = 0
     left_bytes: int = 0
     accounts: list[dict] = field(default_factory=list)
+    removed_folders: int = 0  # source folders the session emptied (move mode)
 
 
 def plan_settings(uploader: Uploader) -> PlanSettings:
@@ -411,6 +413,7 @@ def _run_locked(context: _Context, trigger: str, scanned: ScanResult) -> Session
     interrupted = False
     previous: tuple[str, str] | None = None  # (account, outcome) of the last stage
     accounts_used: set[str] = set()
+    moved: list[str] = []  # paths uploaded, so gone from the source in move mode
     while queue and not context.stop_event.is_set():
         reports = reports_now(ledger, uploader, clock())
         plan = plan_uploads(
@@ -424,6 +427,7 @@ def _run_locked(context: _Context, trigger: str, scanned: ScanResult) -> Session
         account_index = [report.name for report in reports].index(stage.account)
         accounts_used.add(stage.account)
         outcome = _run_one_stage(context, result, stage, account_index, len(reports))
+        moved.extend(outcome.uploaded)
         previous = (stage.account, outcome.outcome)
         _settle(queue, stage, outcome, result)
         if outcome.outcome == "limit":
@@ -438,6 +442,8 @@ def _run_locked(context: _Context, trigger: str, scanned: ScanResult) -> Session
     # the session only if files remain; after the last file it changes nothing.
     interrupted = interrupted or (context.stop_event.is_set() and bool(queue))
     _conclude_session(result, queue, uploader, interrupted=interrupted, fatal_message=fatal_message)
+    if uploader.mode == "move" and uploader.remove_empty_dirs and moved:
+        result.removed_folders = len(remove_emptied_folders(uploader.source, moved))
     final_reports = reports_now(ledger, uploader, clock())
     result.accounts = [report.to_dict() for report in final_reports]
     ledger.end_session(
