@@ -171,8 +171,33 @@ def account_runtimes(config: Config, uploader: Uploader, binary: str) -> tuple[l
                     f" '{uploader.remote}' has no Google Drive remote to give service accounts to"
                 )
             env.update(command.service_account_env(drives, account.service_account_file))
+        if account.remote is not None:
+            env.update(_remote_account_env(dump, uploader, account.remote))
         runtimes.append(AccountRuntime(account.name, env))
     return runtimes, bool(drives)
+
+
+def _remote_account_env(
+    dump: dict[str, dict[str, str]], uploader: Uploader, account_remote: str
+) -> dict[str, str]:
+    """
+    Given rclone's configuration and an account that names another remote,
+    return the environment that lends its credentials to the destination's
+    remotes of the same backend. Raise SessionError if that cannot be done.
+    """
+    where = f"uploaders.{uploader.name}.accounts.remotes"
+    if account_remote not in dump:
+        raise SessionError(f"{where}: no remote {account_remote!r} in rclone's configuration")
+    backend = dump[account_remote].get("type", "")
+    targets = [
+        name for name in command.backend_remotes(dump, uploader.remote, backend) if name != account_remote
+    ]
+    if not targets:
+        raise SessionError(
+            f"{where}: {account_remote!r} is a {backend or 'typeless'} remote, but the destination"
+            f" {uploader.remote!r} writes through no {backend or 'such'} remote to lend its credentials to"
+        )
+    return command.credential_env(dump, targets, account_remote)
 
 
 @contextmanager

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -130,6 +131,42 @@ def drive_remotes(config_dump: Mapping[str, Mapping[str, str]], remote: str) -> 
     remote name, return the Google Drive remotes it uploads through, following
     crypt, union, chunker and the other wrappers, in a stable order.
     """
+    return backend_remotes(config_dump, remote, "drive")
+
+
+# Options of a remote that carry who it is, not where it points: what an account remote lends.
+_CREDENTIAL_OPTION_RE = re.compile(
+    r"token|pass|secret|user|credential|client_id|bearer|auth|key|account|impersonate", re.IGNORECASE
+)
+
+
+def credential_env(
+    config_dump: Mapping[str, Mapping[str, str]], targets: Sequence[str], account: str
+) -> dict[str, str]:
+    """
+    Given rclone's configuration, the remotes an upload goes through and
+    another remote of the same backend (a personal account), return the
+    environment that gives the targets that remote's credentials: its token,
+    user, password, client id and secret, key files, but not where it points
+    (url, team_drive, root folder). Empty options are passed as they are.
+    """
+    section = config_dump.get(account, {})
+    return {
+        f"RCLONE_CONFIG_{target.upper().replace('-', '_')}_{option.upper()}": str(value)
+        for target in targets
+        for option, value in section.items()
+        if option != "type" and _CREDENTIAL_OPTION_RE.search(option)
+    }
+
+
+def backend_remotes(
+    config_dump: Mapping[str, Mapping[str, str]], remote: str, backend_type: str
+) -> list[str]:
+    """
+    Given rclone's configuration, a remote name and a backend type, return the
+    remotes of that type it writes through, following crypt, union, chunker
+    and the other wrappers, in a stable order.
+    """
     found: list[str] = []
     seen: set[str] = set()
     pending = [remote]
@@ -140,7 +177,7 @@ def drive_remotes(config_dump: Mapping[str, Mapping[str, str]], remote: str) -> 
         seen.add(name)
         section = config_dump[name]
         backend = section.get("type", "")
-        if backend == "drive":
+        if backend == backend_type:
             found.append(name)
         for option in _WRAPPER_OPTIONS.get(backend, ()):
             for target in str(section.get(option, "")).split():
