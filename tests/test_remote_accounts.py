@@ -43,7 +43,8 @@ def write_remotes_config(tmp_path: Path, server, source: Path, remotes: list[str
     sections = [f"[dav]\ntype = webdav\nurl = {server.url}\nvendor = other\npacer_min_sleep = 1ms\n"]
     for remote, user in (("dav2", "bob"), ("dav3", "carol")):
         sections.append(
-            f"[{remote}]\ntype = webdav\nurl = {server.url}\nvendor = other\nuser = {user}\npass = {obscure(user)}\n"
+            f"[{remote}]\ntype = webdav\nurl = {server.url}\nvendor = other\n"
+            f"user = {user}\npass = {obscure(user)}\n"
         )
     (tmp_path / "rclone.conf").write_text("\n".join(sections), encoding="utf-8")
     config = {
