@@ -18,10 +18,12 @@ from datetime import datetime
 import requests
 
 from cloudplow import __version__
+from cloudplow.clean import clean_hidden
 from cloudplow.config import Config, ConfigError, Uploader, default_config_path, load_config, summarize
 from cloudplow.daemon import check_triggers, run_daemon
 from cloudplow.ledger import Ledger
 from cloudplow.live import LiveState
+from cloudplow.rclone import execute
 from cloudplow.session import (
     EXIT_FAILURES,
     EXIT_OK,
@@ -75,6 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     status = commands.add_parser("status", help="uploaders, recent sessions and accounts")
     status.add_argument("--json", action="store_true")
+
+    commands.add_parser("clean", help="delete on the remotes what unionfs-fuse whiteouts (hidden) hide")
     return parser
 
 
@@ -148,6 +152,22 @@ def _upload(config: Config, arguments: argparse.Namespace) -> int:
         if worst in exit_codes:
             return worst
     return EXIT_OK
+
+
+def _clean(config: Config, arguments: argparse.Namespace) -> int:
+    if not config.hidden:
+        raise UsageError("clean: no hidden folders are configured (the hidden key)")
+    try:
+        result = clean_hidden(config)
+    except execute.RcloneError as error:
+        raise SessionError(str(error)) from error
+    print(
+        f"hidden: {result.markers} marker(s): {len(result.deleted)} deleted on the remotes,"
+        f" {result.already_gone} already gone, {len(result.failed)} kept for the next run"
+    )
+    for failure in result.failed[:20]:
+        print(f"  kept {failure}")
+    return result.exit_code
 
 
 def _print_plan(config: Config, uploader: Uploader, ledger: Ledger, *, as_json: bool) -> dict:
@@ -332,6 +352,7 @@ def _print_table(rows: Sequence[Sequence[str]]) -> None:
 
 
 _COMMANDS = {
+    "clean": _clean,
     "run": _run,
     "check-config": _check_config,
     "upload": _upload,

@@ -211,3 +211,43 @@ def version(binary: str) -> str:
     """Return rclone's version, such as `v1.75.2`."""
     first_line = execute.run([binary, "version"]).splitlines()[0]
     return first_line.split()[-1]
+
+
+def object_kind(
+    binary: str, target: str, *, config_path: Path | None, env: Mapping[str, str] | None = None
+) -> str | None:
+    """
+    Given `remote:path`, return "file" or "dir" for what is there, or None if
+    nothing is. Raise RcloneError if rclone cannot tell (remote down, refused).
+    """
+    # A remote that is down fails in seconds: the marker just waits for the next run.
+    argv = [binary, "lsjson", "--stat", "--no-modtime", "--no-mimetype", "--retries", "1"]
+    argv += ["--low-level-retries", "2", "--contimeout", "15s", target]
+    if config_path is not None:
+        argv += ["--config", str(config_path)]
+    try:
+        entry = json.loads(execute.run(argv, env=env, timeout_seconds=120))
+    except execute.RcloneError as error:
+        if _NOT_FOUND_RE.search(str(error)):
+            return None
+        raise
+    except ValueError as error:
+        raise execute.RcloneError(f"rclone lsjson --stat printed no JSON: {error}") from error
+    return "dir" if isinstance(entry, dict) and entry.get("IsDir") else "file"
+
+
+# rclone's words, and its exit codes 3 and 4, for a path that is not there.
+_NOT_FOUND_RE = re.compile(r"not found|exited [34]:", re.IGNORECASE)
+
+
+def delete(
+    binary: str, target: str, *, kind: str, config_path: Path | None, env: Mapping[str, str] | None = None
+) -> None:
+    """
+    Given `remote:path` and what it is, delete it: a file with deletefile, a
+    folder with purge (everything in it). Raise RcloneError if rclone fails.
+    """
+    argv = [binary, "deletefile" if kind == "file" else "purge", target]
+    if config_path is not None:
+        argv += ["--config", str(config_path)]
+    execute.run(argv, env=env, timeout_seconds=600)
