@@ -26,6 +26,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 from prometheus_client import CollectorRegistry, ProcessCollector
 
 from cloudplow import events
+from cloudplow.clean import CleanResult, clean_folder
 from cloudplow.config import Config, Uploader
 from cloudplow.events import Event, Listener
 from cloudplow.http import HttpServer, create_app
@@ -46,6 +47,7 @@ from cloudplow.session import (
 from cloudplow.status import status_document
 from cloudplow.triggers import Decision, TriggerInputs, evaluate
 from cloudplow.units import format_duration
+from cloudplow.watch import SourceWatcher
 
 logger = logging.getLogger(__name__)
 
@@ -105,7 +107,7 @@ class Daemon:
         logging.getLogger("apscheduler.scheduler").addFilter(_SkippedRunFilter())
         self.scheduler = BackgroundScheduler(
             timezone=UTC,
-            executors={"default": ThreadPoolExecutor(max(1, len(config.uploaders)))},
+            executors={"default": ThreadPoolExecutor(len(config.uploaders) + len(config.hidden))},
             job_defaults={"max_instances": 1, "coalesce": True, "misfire_grace_time": None},
         )
         self.registry = CollectorRegistry(auto_describe=False)
@@ -122,6 +124,10 @@ class Daemon:
             )
         )
         self.http: HttpServer | None = None
+        self.watchers: list[SourceWatcher] = []
+        self._checking: set[str] = set()  # uploaders whose check runs now
+        self._checking_lock = threading.Lock()
+        self._clean_lock = threading.Lock()
 
     def start(self) -> None:
         """Listen, then schedule the checks (the first one at once). Raise OSError if the port is taken."""
@@ -136,7 +142,19 @@ class Daemon:
                 name=f"check {uploader.name}",
                 next_run_time=datetime.now(UTC),
             )
+        for index, hidden in enumerate(self.config.hidden):
+            self.scheduler.add_job(
+                self.clean,
+                IntervalTrigger(seconds=hidden.interval_seconds, timezone=UTC),
+                args=[index],
+                id=f"clean-{index}",
+                name=f"clean {hidden.folder}",
+                next_run_time=datetime.now(UTC),
+            )
         self.scheduler.start()
+        for uploader in self.config.uploaders.values():
+            if uploader.check.watch:
+                self._watch(uploader)
         logger.info(
             "cloudplow %s: checking %s; metrics, status and health on http://%s:%d/",
             self.rclone_version,
@@ -147,6 +165,48 @@ class Daemon:
             self.http.host,
             self.http.port,
         )
+
+    def _watch(self, uploader: Uploader) -> None:
+        watcher = SourceWatcher(
+            uploader.name,
+            uploader.source,
+            quiet_seconds=uploader.filters.min_age_seconds,
+            fire=lambda: self.check_soon(uploader.name),
+        )
+        try:
+            self.watchers.append(watcher.start())
+        except OSError as error:
+            # inotify limits (fs.inotify.max_user_watches) or a vanished source: the interval still works.
+            logger.warning(
+                "%s: cannot watch %s (%s); checking on the interval only",
+                uploader.name,
+                uploader.source,
+                error,
+            )
+
+    def check_soon(self, name: str) -> bool:
+        """Run the uploader's check now, unless one runs already; return whether it was asked for."""
+        with self._checking_lock:
+            if name in self._checking or self.stop_event.is_set():
+                return False
+        logger.info("%s: new files in the source: checking now", name)
+        self.scheduler.modify_job(name, next_run_time=datetime.now(UTC))
+        return True
+
+    def clean(self, index: int | None = None) -> CleanResult:
+        """Clean one hidden folder (or all of them): whiteouts become deletions on the remotes."""
+        result = CleanResult()
+        folders = self.config.hidden if index is None else (self.config.hidden[index],)
+        with self._clean_lock:
+            for hidden in folders:
+                if self.stop_event.is_set():
+                    break
+                try:
+                    if hidden.folder.is_dir():
+                        clean_folder(self.binary, self.config, hidden, result)
+                except Exception:
+                    logger.exception("hidden: cleaning %s failed", hidden.folder)
+        return result
 
     def healthy(self) -> bool:
         """True while the scheduler runs (it is what does the work)."""
@@ -175,6 +235,8 @@ class Daemon:
         """One scheduled check: scan, decide, and run a session when a trigger fires."""
         uploader = self.config.uploaders[name]
         now = self.clock()
+        with self._checking_lock:
+            self._checking.add(name)
         self.live.update(
             name, state="checking", last_check_at=now, next_check_at=now + uploader.check.interval_seconds
         )
@@ -207,6 +269,8 @@ class Daemon:
                 clock=self.clock,
                 listeners=self.listeners,
             )
+            if self.config.hidden and not self.stop_event.is_set():
+                self.clean()
         except UploaderBusy as busy:
             logger.info("%s: check: %s", name, busy)
         except SessionError as error:
@@ -217,6 +281,8 @@ class Daemon:
             logger.exception("%s: check failed", name)
             self._announce_failure(name, f"check failed: {type(error).__name__}")
         finally:
+            with self._checking_lock:
+                self._checking.discard(name)
             self.live.update(name, state="idle", next_check_at=self._next_check_at(name, now))
 
     def _announce_failure(self, name: str, message: str) -> None:
@@ -227,6 +293,8 @@ class Daemon:
     def stop(self, timeout_seconds: float = 25.0) -> None:
         """Stop a running stage's rclone, let the session record it, stop serving, close the ledger."""
         self.stop_event.set()
+        for watcher in self.watchers:
+            watcher.stop()
         if self.scheduler.running:
             finished = threading.Event()
 
