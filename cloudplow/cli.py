@@ -21,6 +21,7 @@ from cloudplow import __version__
 from cloudplow.clean import clean_hidden
 from cloudplow.config import Config, ConfigError, Uploader, default_config_path, load_config, summarize
 from cloudplow.daemon import check_triggers, run_daemon
+from cloudplow.jobs import movers_after, run_job
 from cloudplow.ledger import Ledger
 from cloudplow.live import LiveState
 from cloudplow.rclone import execute
@@ -30,6 +31,7 @@ from cloudplow.session import (
     EXIT_OUT_OF_QUOTA,
     EXIT_USAGE,
     SessionError,
+    SessionResult,
     plan_for,
     reports_now,
     run_session,
@@ -77,6 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     status = commands.add_parser("status", help="uploaders, recent sessions and accounts")
     status.add_argument("--json", action="store_true")
+
+    sync = commands.add_parser("sync", help="run the syncers now (remote to remote, quota-aware)")
+    sync.add_argument("names", nargs="*", metavar="NAME", help="syncers (default: all)")
 
     commands.add_parser("clean", help="delete on the remotes what unionfs-fuse whiteouts (hidden) hide")
     return parser
@@ -142,12 +147,37 @@ def _upload(config: Config, arguments: argparse.Namespace) -> int:
                     continue
                 trigger = decision.reason
             result = run_session(config, uploader, ledger, trigger=trigger)
-            print(
-                f"{uploader.name}: exit {result.exit_code}: {result.message}. Uploaded"
-                f" {result.uploaded_files} file(s), {format_size(result.uploaded_bytes)} in"
-                f" {result.stages} stage(s); {result.left_files} file(s) left."
-            )
+            _print_result(result, "Uploaded")
             exit_codes.append(result.exit_code)
+            for mover in movers_after(config, uploader.name):
+                exit_codes.append(_print_result(run_job(config, mover, ledger, trigger="after")))
+    return _worst(exit_codes)
+
+
+def _sync(config: Config, arguments: argparse.Namespace) -> int:
+    unknown = [name for name in arguments.names if name not in config.syncers]
+    if unknown:
+        raise UsageError(
+            f"no syncer named {', '.join(unknown)} (configured: {', '.join(config.syncers) or 'none'})"
+        )
+    names = arguments.names or list(config.syncers)
+    if not names:
+        raise UsageError("sync: no syncers are configured (the syncers key)")
+    with Ledger.in_state_dir(config.state_dir) as ledger:
+        return _worst([_print_result(run_job(config, name, ledger)) for name in names])
+
+
+def _print_result(result: SessionResult, verb: str = "Transferred") -> int:
+    """Print one session's outcome line; return its exit code."""
+    print(
+        f"{result.uploader}: exit {result.exit_code}: {result.message}. {verb}"
+        f" {result.uploaded_files} file(s), {format_size(result.uploaded_bytes)} in"
+        f" {result.stages} stage(s); {result.left_files} file(s) left."
+    )
+    return result.exit_code
+
+
+def _worst(exit_codes: Sequence[int]) -> int:
     for worst in (EXIT_FAILURES, EXIT_OUT_OF_QUOTA):
         if worst in exit_codes:
             return worst
@@ -353,6 +383,7 @@ def _print_table(rows: Sequence[Sequence[str]]) -> None:
 
 _COMMANDS = {
     "clean": _clean,
+    "sync": _sync,
     "run": _run,
     "check-config": _check_config,
     "upload": _upload,

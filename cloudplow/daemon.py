@@ -30,6 +30,7 @@ from cloudplow.clean import CleanResult, clean_folder
 from cloudplow.config import Config, Uploader
 from cloudplow.events import Event, Listener
 from cloudplow.http import HttpServer, create_app
+from cloudplow.jobs import movers_after, run_job
 from cloudplow.ledger import Ledger
 from cloudplow.live import LiveState
 from cloudplow.metrics import CloudplowCollector
@@ -102,12 +103,16 @@ class Daemon:
         except execute.RcloneError as error:
             raise SessionError(str(error)) from error
         self.ledger = Ledger.in_state_dir(config.state_dir)
-        self.live = LiveState(list(config.uploaders))
+        self.live = LiveState([pool.name for pool in config.pools()])
         self.stop_event = threading.Event()
         logging.getLogger("apscheduler.scheduler").addFilter(_SkippedRunFilter())
         self.scheduler = BackgroundScheduler(
             timezone=UTC,
-            executors={"default": ThreadPoolExecutor(len(config.uploaders) + len(config.hidden))},
+            executors={
+                "default": ThreadPoolExecutor(
+                    len(config.uploaders) + len(config.syncers) + len(config.hidden)
+                )
+            },
             job_defaults={"max_instances": 1, "coalesce": True, "misfire_grace_time": None},
         )
         self.registry = CollectorRegistry(auto_describe=False)
@@ -140,6 +145,15 @@ class Daemon:
                 args=[uploader.name],
                 id=uploader.name,
                 name=f"check {uploader.name}",
+                next_run_time=datetime.now(UTC),
+            )
+        for syncer in self.config.syncers.values():
+            self.scheduler.add_job(
+                self.sync,
+                IntervalTrigger(seconds=syncer.interval_seconds, timezone=UTC),
+                args=[syncer.name],
+                id=f"sync-{syncer.name}",
+                name=f"sync {syncer.name}",
                 next_run_time=datetime.now(UTC),
             )
         for index, hidden in enumerate(self.config.hidden):
@@ -192,6 +206,28 @@ class Daemon:
         logger.info("%s: new files in the source: checking now", name)
         self.scheduler.modify_job(name, next_run_time=datetime.now(UTC))
         return True
+
+    def sync(self, name: str) -> None:
+        """Run one syncer or mover now, as a session; its failure is logged, never raised."""
+        try:
+            run_job(
+                self.config,
+                name,
+                self.ledger,
+                trigger="schedule" if name in self.config.syncers else "after",
+                stop_event=self.stop_event,
+                binary=self.binary,
+                live=self.live,
+                listeners=self.listeners,
+            )
+        except UploaderBusy as busy:
+            logger.info("%s: %s", name, busy)
+        except SessionError as error:
+            logger.error("%s: %s", name, error)
+            self._announce_failure(name, str(error))
+        except Exception as error:
+            logger.exception("%s: failed", name)
+            self._announce_failure(name, f"failed: {type(error).__name__}")
 
     def clean(self, index: int | None = None) -> CleanResult:
         """Clean one hidden folder (or all of them): whiteouts become deletions on the remotes."""
@@ -269,6 +305,9 @@ class Daemon:
                 clock=self.clock,
                 listeners=self.listeners,
             )
+            for mover in movers_after(self.config, name):
+                if not self.stop_event.is_set():
+                    self.sync(mover)
             if self.config.hidden and not self.stop_event.is_set():
                 self.clean()
         except UploaderBusy as busy:

@@ -76,7 +76,7 @@ class CloudplowCollector(Collector):
         now = self.clock()
         live = self.live.snapshot()
         counters = self.ledger.counters()
-        uploaders = list(self.config.uploaders.values())
+        uploaders = self.config.pools()
 
         info = InfoMetricFamily("cloudplow_build", "cloudplow and rclone versions")
         info.add_metric([], {"version": __version__, "rclone_version": self.rclone_version})

@@ -576,7 +576,7 @@ def _run_one_stage(
     request = StageRequest(
         binary=context.binary,
         mode=uploader.mode,
-        source=uploader.source,
+        source=uploader.remote_source or uploader.source,
         destination=uploader.destination,
         paths=tuple(queued.path for queued in stage.files),
         transfers=stage.transfers,

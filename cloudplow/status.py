@@ -32,7 +32,7 @@ def status_document(
         "time": now,
         "uploaders": {},
     }
-    for uploader in config.uploaders.values():
+    for uploader in config.pools():
         state = snapshot.get(uploader.name)
         reports = account_reports(
             ledger,
@@ -79,7 +79,8 @@ def status_document(
             }
         document["uploaders"][uploader.name] = {
             "state": state.state if state else ("uploading" if session else "idle"),
-            "source": str(uploader.source),
+            "kind": uploader.kind,
+            "source": uploader.remote_source or str(uploader.source),
             "destination": uploader.destination,
             "mode": uploader.mode,
             "queue": {

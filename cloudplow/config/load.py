@@ -138,6 +138,15 @@ class Uploader:
     rclone_flags: tuple[str, ...]
     remove_empty_dirs: bool = True
     throttle: bool = True
+    # Syncers and movers run as uploaders whose source is a remote: `remote_source` is what
+    # rclone reads, `source` is unused (it is the state_dir), `kind` names the config section.
+    remote_source: str | None = None
+    kind: str = "uploader"  # uploader | syncer | mover
+
+    @property
+    def key_path(self) -> str:
+        """Where this job is configured, for errors: uploaders.NAME, syncers.NAME or movers.NAME."""
+        return f"{self.kind}s.{self.name}"
 
     def __repr__(self) -> str:
         # Flag values may be credentials (--webdav-pass): mask them like the summary does.
@@ -241,6 +250,12 @@ class Config:
     movers: Mapping[str, Mover] = field(default_factory=lambda: FrozenMapping())
     syncers: Mapping[str, Syncer] = field(default_factory=lambda: FrozenMapping())
     hidden: tuple[HiddenFolder, ...] = ()
+    # Syncers and movers as the uploaders the session runs (see Uploader.remote_source).
+    jobs: Mapping[str, Uploader] = field(default_factory=lambda: FrozenMapping())
+
+    def pools(self) -> list[Uploader]:
+        """Every uploader, syncer and mover, as the metrics and /status show them."""
+        return [*self.uploaders.values(), *self.jobs.values()]
 
 
 DEFAULT_ACCOUNT = Account("default", SecretEnv(), None)
@@ -305,7 +320,7 @@ def load_config(path: Path) -> Config:
                 uploaders[name] = uploader
         _check_overlapping_sources(uploaders, context)
     syncers = _build_syncers(values["syncers"], uploaders, context)
-    movers = _build_movers(values["movers"], uploaders, context)
+    movers = _build_movers(values["movers"], uploaders, syncers, context)
 
     if context.errors:
         raise ConfigError(context.errors)
@@ -353,6 +368,7 @@ def load_config(path: Path) -> Config:
             HiddenFolder(folder=entry["folder"], remotes=entry["remotes"], interval_seconds=entry["interval"])
             for entry in values["hidden"] or ()
         ),
+        jobs=FrozenMapping(_job_uploaders(syncers, movers, uploaders, state_dir)),
     )
 
 
@@ -1125,7 +1141,69 @@ def _build_syncers(sections: Any, uploaders: Mapping[str, Uploader], context: _C
     return syncers
 
 
-def _build_movers(sections: Any, uploaders: Mapping[str, Uploader], context: _Context) -> dict[str, Mover]:
+def _job_uploaders(
+    syncers: Mapping[str, Syncer],
+    movers: Mapping[str, Mover],
+    uploaders: Mapping[str, Uploader],
+    state_dir: Path,
+) -> dict[str, Uploader]:
+    """
+    Given the validated syncers and movers, return each as the uploader the
+    session runs: a syncer with its own pool, copying; a mover with the pool
+    and quota of the uploader it follows (a server-side move is charged like
+    an upload), moving and removing the source folders it empties.
+    """
+    jobs: dict[str, Uploader] = {}
+    no_filters = Filters(min_age_seconds=0, exclude=(), exclude_open_files=False)
+    for syncer in syncers.values():
+        jobs[syncer.name] = Uploader(
+            name=syncer.name,
+            source=state_dir,
+            destination=syncer.destination,
+            remote=syncer.remote,
+            mode="copy",
+            accounts=syncer.accounts,
+            accounts_dir=syncer.accounts_dir,
+            quota=syncer.quota,
+            check=Check(syncer.interval_seconds, 0, 0, 0),
+            filters=no_filters,
+            schedule=None,
+            transfers=syncer.transfers,
+            stall_timeout_seconds=syncer.stall_timeout_seconds,
+            rclone_flags=syncer.rclone_flags,
+            remove_empty_dirs=False,
+            throttle=False,
+            remote_source=syncer.source,
+            kind="syncer",
+        )
+    for mover in movers.values():
+        after = uploaders[mover.after]
+        jobs[mover.name] = Uploader(
+            name=mover.name,
+            source=state_dir,
+            destination=mover.destination,
+            remote=mover.destination.partition(":")[0],
+            mode="move",
+            accounts=after.accounts,
+            accounts_dir=after.accounts_dir,
+            quota=after.quota,
+            check=Check(after.check.interval_seconds, 0, 0, 0),
+            filters=no_filters,
+            schedule=None,
+            transfers=after.transfers,
+            stall_timeout_seconds=after.stall_timeout_seconds,
+            rclone_flags=("--delete-empty-src-dirs",),
+            remove_empty_dirs=False,
+            throttle=False,
+            remote_source=mover.source,
+            kind="mover",
+        )
+    return jobs
+
+
+def _build_movers(
+    sections: Any, uploaders: Mapping[str, Uploader], taken: Mapping[str, object], context: _Context
+) -> dict[str, Mover]:
     """Given the parsed movers (or None), return them by name; `after` must name an uploader."""
     movers: dict[str, Mover] = {}
     if sections is None or not _valid(sections):
@@ -1138,6 +1216,10 @@ def _build_movers(sections: Any, uploaders: Mapping[str, Uploader], context: _Co
             context.error(
                 f"movers.{name}.after",
                 f"no uploader named {after!r} (uploaders: {', '.join(uploaders) or 'none'})",
+            )
+        if name in uploaders or name in taken:
+            context.error(
+                f"movers.{name}", f"{name!r} also names an uploader or syncer; their ledger would mix"
             )
         movers[name] = Mover(name=name, source=section["from"], destination=section["to"], after=after)
     return movers

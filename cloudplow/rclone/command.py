@@ -28,7 +28,7 @@ def upload_command(
     binary: str,
     *,
     mode: str,
-    source: Path,
+    source: Path | str,
     destination: str,
     files_from: Path,
     transfers: int,
@@ -251,3 +251,53 @@ def delete(
     if config_path is not None:
         argv += ["--config", str(config_path)]
     execute.run(argv, env=env, timeout_seconds=600)
+
+
+def list_files(
+    binary: str,
+    remote_path: str,
+    *,
+    config_path: Path | None,
+    env: Mapping[str, str] | None = None,
+    secrets: Sequence[str] = (),
+) -> dict[str, tuple[int, str]]:
+    """
+    Given `remote:path`, return every file under it as path -> (size, modification
+    time as rclone prints it), paths relative to `remote_path`; an absent folder
+    is empty. Raise RcloneError if rclone cannot list it.
+    """
+    argv = [binary, "lsjson", remote_path, "--recursive", "--files-only", "--no-mimetype"]
+    if config_path is not None:
+        argv += ["--config", str(config_path)]
+    try:
+        entries = json.loads(execute.run(argv, env=env, secrets=secrets, timeout_seconds=3600) or "[]")
+    except execute.RcloneError as error:
+        if re.search(r"directory not found|exited 3:", str(error)):
+            return {}
+        raise
+    except ValueError as error:
+        raise execute.RcloneError(f"rclone lsjson printed no JSON list: {error}") from error
+    return {
+        entry["Path"]: (entry["Size"], str(entry.get("ModTime", "")))
+        for entry in entries
+        if isinstance(entry, dict)
+        and isinstance(entry.get("Path"), str)
+        and isinstance(entry.get("Size"), int)
+        and entry["Size"] >= 0
+    }
+
+
+def delete_files(
+    binary: str,
+    remote_path: str,
+    *,
+    files_from: Path,
+    config_path: Path | None,
+    env: Mapping[str, str] | None = None,
+    secrets: Sequence[str] = (),
+) -> None:
+    """Given `remote:path` and paths under it (one a line in files_from), delete them. Raise RcloneError."""
+    argv = [binary, "delete", remote_path, "--files-from-raw", str(files_from)]
+    if config_path is not None:
+        argv += ["--config", str(config_path)]
+    execute.run(argv, env=env, secrets=secrets, timeout_seconds=3600)

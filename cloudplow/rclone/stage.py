@@ -45,7 +45,7 @@ _PORT_IN_USE = re.compile(r"address already in use|failed to start remote contro
 class StageRequest:
     binary: str
     mode: str  # move | copy
-    source: Path
+    source: Path | str  # a local folder, or remote:path for syncers and movers
     destination: str
     paths: tuple[str, ...]  # relative to source
     transfers: int
