@@ -80,7 +80,8 @@ def test_a_mover_moves_server_side_after_its_uploaders_session_through_its_pool(
     charged = dict(
         ledger(
             tmp_path / "state",
-            "SELECT account, SUM(size) FROM files WHERE uploader='staging' AND outcome='uploaded' GROUP BY account",
+            "SELECT account, SUM(size) FROM files WHERE uploader='staging' AND outcome='uploaded'"
+            " GROUP BY account",
         )
     )
     assert charged == {"alice": 800_000, "bob": 400_000}
