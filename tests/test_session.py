@@ -3,6 +3,7 @@ exit codes. The same loop runs the real rclone in test_upload_integration.py."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import threading
 from pathlib import Path
@@ -118,18 +119,36 @@ def test_a_limit_blocks_the_account_and_its_files_move_to_the_next(tmp_path: Pat
     assert usage[1].block is None
 
 
-def test_a_stage_that_uploads_nothing_is_not_retried(tmp_path: Path) -> None:
+def test_a_stage_that_uploads_nothing_is_not_retried_and_names_what_it_left(tmp_path: Path) -> None:
     config, uploader, ledger, runtimes = setup(tmp_path, [MB] * 3)
     calls = []
 
     def nothing(request, listener, stop_event):
         calls.append(request)
+        if not calls[1:]:
+            (request.source / "f01.bin").unlink()  # gone before rclone read it
         return StageResult("completed", 0, "nothing to do")
 
     result = session(config, uploader, ledger, runtimes, nothing)
 
+    # move: rclone leaves nothing it handled in the source, so a file still there was passed by.
     assert len(calls) == 1
-    assert result.exit_code == 0 and result.skipped_files == 3
+    assert result.files_left == {"not_transferred": ["f00.bin", "f02.bin"], "vanished": ["f01.bin"]}
+    assert result.exit_code == 1 and result.skipped_files == 0 and result.left_files == 3
+    assert result.message == "3 file(s) not uploaded (1 vanished, 2 not transferred)"
+    counts = ledger.last_files_left("media")
+    assert counts["not_transferred"] == 2 and counts["vanished"] == 1 and counts["quota"] == 0
+
+
+def test_in_copy_mode_a_file_rclone_had_nothing_to_do_for_is_at_the_destination(tmp_path: Path) -> None:
+    config, uploader, ledger, runtimes = setup(tmp_path, [MB] * 3)
+    uploader = dataclasses.replace(uploader, mode="copy")
+
+    result = session(
+        config, uploader, ledger, runtimes, lambda request, listener, stop: StageResult("completed", 0, "")
+    )
+
+    assert result.exit_code == 0 and result.skipped_files == 3 and result.files_left == {}
 
 
 def test_failed_files_are_not_retried_and_make_exit_1(tmp_path: Path) -> None:

@@ -58,6 +58,10 @@ def upload_command(
         "--rc",
         "--rc-addr",
         f"127.0.0.1:{rc_port}",
+        # Compare names byte for byte: by default rclone folds NFC and NFD spellings of a name
+        # into one, skips the second file as a "duplicate" and, on the next run, matches one
+        # to the other's object at the destination and overwrites it.
+        "--no-unicode-normalization",
     ]
     if config_path is not None:
         argv += ["--config", str(config_path)]
