@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sqlite3
+import threading
 import time
 import unicodedata
 from pathlib import Path
@@ -18,7 +20,8 @@ from cloudplow.config import load_config
 from cloudplow.ledger import Ledger
 from cloudplow.live import LiveState
 from cloudplow.metrics import CloudplowCollector
-from tests.conftest import make_source, obscure, run_cli, tree_digests, write_config
+from cloudplow.rclone.stage import StageRequest, run_stage
+from tests.conftest import RCLONE, make_source, obscure, run_cli, tree_digests, write_config
 
 pytestmark = pytest.mark.integration
 
@@ -280,3 +283,57 @@ def test_renaming_a_key_file_keeps_its_usage(tmp_path):
 
     assert quota["zzz"]["used_bytes"] == 4_000_000, "the usage follows uploader-1's client_email"
     assert quota["first"]["used_bytes"] == 0, "uploader-2 under the old name starts with its own usage"
+
+
+class RevokeAfterFirstUpload:
+    """A stage listener that revokes the user's credentials at the server once a file is uploaded."""
+
+    def __init__(self, server, user: str):
+        self.server, self.user = server, user
+        self.files = []
+
+    def on_file(self, event) -> None:
+        self.files.append(event)
+        if event.kind == "uploaded":
+            self.server.refuse(self.user, 401)
+
+    def on_progress(self, stats: dict) -> None:
+        pass
+
+
+def test_credentials_revoked_mid_stage_stop_it_as_broken_and_count_only_what_was_uploaded(
+    tmp_path, quota_server
+):
+    server = quota_server({"alice": 10**8})
+    source = tmp_path / "source"
+    make_source(source, [200_000] * 5)
+    paths = tuple(sorted(path.relative_to(source).as_posix() for path in source.rglob("*.mkv")))
+    (tmp_path / "rclone.conf").write_text(
+        f"[dav]\ntype = webdav\nurl = {server.url}\nvendor = other\npacer_min_sleep = 1ms\n", encoding="utf-8"
+    )
+    request = StageRequest(
+        binary=RCLONE,
+        mode="move",
+        source=source,
+        destination="dav:media",
+        paths=paths,
+        transfers=1,
+        env={"RCLONE_CONFIG_DAV_USER": "alice", "RCLONE_CONFIG_DAV_PASS": obscure("alice")},
+        config_path=tmp_path / "rclone.conf",
+        drive=False,
+        user_flags=("--bwlimit", "2M"),  # slow enough that the revocation lands between files
+        limit_patterns=(re.compile("User rate limit exceeded", re.IGNORECASE),),
+        stall_timeout_seconds=60,
+        work_dir=tmp_path / "work",
+    )
+    listener = RevokeAfterFirstUpload(server, "alice")
+
+    result = run_stage(request, listener, threading.Event())
+
+    assert result.outcome == "broken", result.message
+    assert "401" in (result.refused_message or "")
+    assert len(result.uploaded) >= 1 and not result.failed
+    assert not [event for event in listener.files if event.kind == "failed"], "refusals are not failures"
+    assert server.usage()["alice"].committed_files == len(result.uploaded)
+    still_there = {path for path in paths if (source / path).exists()}
+    assert still_there == set(paths) - set(result.uploaded), "every file not uploaded stays in the source"

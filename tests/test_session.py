@@ -262,6 +262,9 @@ class Heard:
     def on_event(self, event) -> None:
         self.events.append(event)
 
+    def of(self, kind: str) -> list:
+        return [event.data for event in self.events if event.kind == kind]
+
 
 class Broken:
     def on_event(self, event) -> None:
@@ -297,17 +300,6 @@ def test_the_session_announces_what_happens_and_a_failing_listener_changes_nothi
     assert ended["uploaded_files"] == result.uploaded_files > 0
     assert ended["accounts_used"] == ["a", "b"]
     assert all(event.uploader == "media" for event in heard.events)
-
-
-class Heard:
-    def __init__(self):
-        self.events = []
-
-    def on_event(self, event):
-        self.events.append(event)
-
-    def of(self, kind):
-        return [event.data for event in self.events if event.kind == kind]
 
 
 def refusing(accounts: set[str]):
