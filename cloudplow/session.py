@@ -25,6 +25,7 @@ import os
 import re
 import threading
 import time
+import unicodedata
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -393,6 +394,9 @@ def _run_locked(context: _Context, trigger: str, scanned: ScanResult) -> Session
         logger.warning(
             "%s: %s: the name is not UTF-8; rename it to upload it", uploader.name, display_path(path)
         )
+    for path in _colliding(context, queue):
+        del queue[path]
+        result.leave("name_collision", path)
     result.session_id = ledger.start_session(
         uploader.name,
         now=clock(),
@@ -768,6 +772,47 @@ _ROTATION_REASONS = {
     "failed": "errors",
     "broken": "broken",
 }
+
+
+def _colliding(context: _Context, queue: dict[str, QueuedFile]) -> list[str]:
+    """
+    Return the queued paths the destination could not keep apart from another
+    queued path. rclone compares names byte for byte (--no-unicode-normalization),
+    so NFC and NFD spellings, or names that differ only in case, are two files
+    wherever the destination is case-sensitive. A case-insensitive destination
+    (or one rclone cannot describe) would make one file of them, and a later
+    run would overwrite one with the other: every name of such a group is left.
+    """
+    groups: dict[str, list[str]] = {}
+    for path in queue:
+        groups.setdefault(unicodedata.normalize("NFC", path).casefold(), []).append(path)
+    colliding = [path for group in groups.values() if len(group) > 1 for path in group]
+    if not colliding:
+        return []
+    first = next(iter(context.env_by_account.values()), {})
+    try:
+        insensitive = command.case_insensitive(
+            context.binary,
+            destination=context.uploader.destination,
+            config_path=context.config.rclone_config,
+            env=first,
+            secrets=context.secrets,
+        )
+    except execute.RcloneError as error:
+        logger.warning(
+            "%s: cannot tell whether the destination is case-insensitive: %s", context.uploader.name, error
+        )
+        insensitive = True
+    if not insensitive:
+        return []
+    for path in colliding:
+        logger.warning(
+            "%s: %s: the case-insensitive destination cannot keep it apart from a name that differs"
+            " only in case or Unicode normalization; rename one",
+            context.uploader.name,
+            display_path(path),
+        )
+    return colliding
 
 
 def _decodable(path: str) -> bool:

@@ -337,3 +337,36 @@ def test_credentials_revoked_mid_stage_stop_it_as_broken_and_count_only_what_was
     assert server.usage()["alice"].committed_files == len(result.uploaded)
     still_there = {path for path in paths if (source / path).exists()}
     assert still_there == set(paths) - set(result.uploaded), "every file not uploaded stays in the source"
+
+
+def test_on_a_case_insensitive_destination_names_it_cannot_keep_apart_are_left(tmp_path, quota_server):
+    # rclone's local backend can report itself case-insensitive (as it is on macOS or Windows):
+    # the one destination here that merges names. No quota is involved.
+    server = quota_server({"alice": 10**8})
+    source = tmp_path / "source"
+    original = make_source(source, [1000])
+    (source / "show").mkdir()
+    for name, data in ((NFC, b"NFC"), (NFD, b"NFD"), ("Movie.mkv", b"upper"), ("movie.mkv", b"lower")):
+        (source / "show" / name).write_bytes(data)
+        os.utime(source / "show" / name, (1_600_000_000, 1_600_000_000))
+    destination = tmp_path / "merging"
+    config = write_config(
+        tmp_path,
+        server,
+        users=["alice"],
+        quota_bytes=10**8,
+        source=source,
+        extra={"destination": f"ci:{destination}"},
+    )
+    with open(tmp_path / "rclone.conf", "a", encoding="utf-8") as conf:
+        conf.write("\n[ci]\ntype = local\ncase_insensitive = true\n")
+
+    completed = run_cli(config, "upload")
+
+    assert completed.returncode == 1, completed.stdout + completed.stderr
+    assert "left (name collision): 4 file(s)" in completed.stdout
+    for name in ("show/Movie.mkv", "show/movie.mkv", f"show/{NFC}", f"show/{NFD}"):
+        assert f"    {name}\n" in completed.stdout
+    assert tree_digests(destination) == original, "only the file without a twin went"
+    assert len(list((source / "show").iterdir())) == 4, "the four twins stay in the source"
+    assert status_json(config)["files_left"]["name_collision"] == 4

@@ -178,3 +178,31 @@ def version(binary: str) -> str:
     """Return rclone's version, such as `v1.75.2`."""
     first_line = execute.run([binary, "version"]).splitlines()[0]
     return first_line.split()[-1]
+
+
+def case_insensitive(
+    binary: str,
+    *,
+    destination: str,
+    config_path: Path | None,
+    env: Mapping[str, str],
+    secrets: Sequence[str] = (),
+) -> bool:
+    """
+    Given a destination and an account's environment, return whether rclone
+    reports the destination as case-insensitive (`rclone backend features`):
+    there, two names that differ only in case, or in Unicode normalization,
+    would be one file. Raise RcloneError if rclone cannot tell.
+    """
+    argv = [binary, "backend", "features", destination]
+    if config_path is not None:
+        argv += ["--config", str(config_path)]
+    try:
+        features = json.loads(execute.run(argv, env=env, secrets=secrets, timeout_seconds=30)).get("Features")
+    except (ValueError, AttributeError) as error:
+        raise execute.RcloneError(f"rclone backend features printed no JSON object: {error}") from error
+    if not isinstance(features, dict) or not isinstance(features.get("CaseInsensitive"), bool):
+        raise execute.RcloneError(
+            "rclone backend features did not say whether the destination is case-insensitive"
+        )
+    return features["CaseInsensitive"]
