@@ -6,13 +6,16 @@
 Each turn runs only the first stage of a fresh plan, so the next stage is
 planned on what really happened (files that failed, a limit the provider
 enforced early). Every turn removes the stage's files from the queue or blocks
-its account, so a session always ends. Files refused because of the limit go
-back to the queue for the next account; files that failed for another reason
-are not tried again in this session.
+its account, so a session always ends. Files refused because of the limit, or
+because the account's credentials were refused (the account is then broken
+for the rest of the session), go back to the queue for the next account;
+files that failed for another reason are not tried again in this session.
 
-Exit codes (the `upload` command's contract): 0 everything planned was
-uploaded or there was nothing to do; 3 files remain because no account has
-quota left for them (they stay in the source, untouched); 1 failures.
+Every queued file ends the session uploaded or in `files_left` under a reason
+(events.FILES_LEFT_REASONS). Exit codes (the `upload` command's contract): 0
+every eligible file was uploaded or there was nothing to do; 3 the only files
+left wait for quota (reasons quota, too_large: they stay in the source,
+untouched); 1 any other file left, or a failure.
 """
 
 from __future__ import annotations
