@@ -87,7 +87,7 @@ class SessionResult:
     stages: int = 0
     failed_files: int = 0
     deferred_files: int = 0  # larger than a whole account's quota (overshoot off)
-    skipped_files: int = 0  # rclone had nothing to do: gone from the source or already there
+    skipped_files: int = 0  # rclone had nothing to do: the file is at the destination already
     left_files: int = 0
     left_bytes: int = 0
     accounts: list[dict] = field(default_factory=list)
@@ -762,9 +762,7 @@ def _conclude_session(
     else:
         result.message = f"all {result.uploaded_files} queued file(s) uploaded"
         if result.skipped_files:
-            result.message += (
-                f", {result.skipped_files} skipped (gone from the source or already at the destination)"
-            )
+            result.message += f", {result.skipped_files} already at the destination"
 
 
 # Why a session left an account for the next one, by the outcome of its last stage there.
