@@ -32,6 +32,8 @@ from cloudplow.session import (
     EXIT_USAGE,
     SessionError,
     SessionResult,
+    bind_identities,
+    display_path,
     plan_for,
     reports_now,
     run_session,
@@ -174,6 +176,9 @@ def _print_result(result: SessionResult, verb: str = "Transferred") -> int:
         f" {result.uploaded_files} file(s), {format_size(result.uploaded_bytes)} in"
         f" {result.stages} stage(s); {result.left_files} file(s) left."
     )
+    _print_files_left(result.files_left)
+    for account in result.broken_accounts:
+        print(f"  account {account} is broken: its credentials were refused (see `cloudplow quota`)")
     return result.exit_code
 
 
@@ -198,6 +203,19 @@ def _clean(config: Config, arguments: argparse.Namespace) -> int:
     for failure in result.failed[:20]:
         print(f"  kept {failure}")
     return result.exit_code
+
+
+FILES_LEFT_SHOWN = 10  # names printed per reason; the count says how many more
+
+
+def _print_files_left(files_left: dict[str, list[str]]) -> None:
+    """Print every reason files were left with, naming the first few files of each."""
+    for reason, paths in files_left.items():
+        print(f"  left ({reason.replace('_', ' ')}): {len(paths)} file(s)")
+        for path in paths[:FILES_LEFT_SHOWN]:
+            print(f"    {display_path(path)}")
+        if len(paths) > FILES_LEFT_SHOWN:
+            print(f"    ... and {len(paths) - FILES_LEFT_SHOWN} more")
 
 
 def _print_plan(config: Config, uploader: Uploader, ledger: Ledger, *, as_json: bool) -> dict:
@@ -271,6 +289,8 @@ def _account_rows(accounts: Sequence[dict], now: float) -> list[tuple[str, ...]]
         blocked = "-"
         if account["blocked_until"] is not None:
             blocked = f"{_format_time(account['blocked_until'], now)} ({account['block_reason']})"
+        if account.get("broken"):
+            blocked = f"BROKEN: credentials refused: {account.get('broken_message') or ''}".rstrip()
         rows.append(
             (
                 account["name"],
@@ -289,9 +309,19 @@ def _quota(config: Config, arguments: argparse.Namespace) -> int:
     now = time.time()
     document = {}
     with Ledger.in_state_dir(config.state_dir) as ledger:
+        broken = ledger.broken_accounts()
         for uploader in uploaders:
+            bind_identities(ledger, uploader)
             reports = reports_now(ledger, uploader, now)
-            document[uploader.name] = [report.to_dict() for report in reports]
+            document[uploader.name] = [
+                {
+                    **report.to_dict(),
+                    "broken": report.name in broken,
+                    "broken_since": broken[report.name][0] if report.name in broken else None,
+                    "broken_message": broken[report.name][1] if report.name in broken else None,
+                }
+                for report in reports
+            ]
             if not arguments.json:
                 print(
                     f"{uploader.name}: {format_size(uploader.quota.per_account_bytes)} per account"

@@ -40,6 +40,7 @@ from cloudplow.scan import ScanResult
 from cloudplow.session import (
     SessionError,
     UploaderBusy,
+    bind_identities,
     plan_settings,
     reports_now,
     run_session,
@@ -103,6 +104,8 @@ class Daemon:
         except execute.RcloneError as error:
             raise SessionError(str(error)) from error
         self.ledger = Ledger.in_state_dir(config.state_dir)
+        for uploader in config.pools():
+            bind_identities(self.ledger, uploader)  # renamed key files show their usage from the start
         self.live = LiveState([pool.name for pool in config.pools()])
         self.stop_event = threading.Event()
         logging.getLogger("apscheduler.scheduler").addFilter(_SkippedRunFilter())

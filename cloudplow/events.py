@@ -39,6 +39,23 @@ ACCOUNT_BROKEN = "account_broken"
 SESSION_ENDED = "session_ended"
 SESSION_FAILED = "session_failed"
 
+# Why a session left a file (SessionResult.files_left, session_ended's files_left,
+# cloudplow_files_left): only "quota" and "too_large" wait for quota; every other is a failure.
+FILES_LEFT_REASONS = (
+    "quota",  # no account has room for it in this window
+    "too_large",  # larger than a whole account's quota (quota.overshoot is off)
+    "broken_account",  # only an account whose credentials were refused had room for it
+    "undecodable_name",  # its name is not UTF-8: no provider can store it as it is
+    "name_collision",  # the destination cannot keep it apart from another name
+    "vanished",  # gone from the source before rclone read it
+    "changed",  # changed while it was being uploaded
+    "not_transferred",  # rclone neither uploaded it nor said why
+    "failed",  # rclone reported an error for it, or the stage broke off before it
+    "stalled",  # its stage moved no byte for stall_timeout
+    "interrupted",  # the session was stopped before it was uploaded
+)
+WAITING_REASONS = frozenset({"quota", "too_large"})
+
 
 @dataclass(frozen=True)
 class Event:

@@ -15,8 +15,8 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -118,7 +118,137 @@ class Usage:
     observed_limit_bytes: int | None  # the lowest limit the provider showed within the window
 
 
-class Ledger:
+# --- accounting schema (issue 9: files left, broken accounts, service-account identities) ---
+# One idempotent block, so it can become one migration step: every statement may run again.
+_ACCOUNTING_SCHEMA = """
+-- Accounts whose credentials the provider refused, each until the account works again.
+CREATE TABLE IF NOT EXISTS broken_accounts (
+    account TEXT PRIMARY KEY,
+    uploader TEXT NOT NULL,
+    at REAL NOT NULL,
+    message TEXT
+);
+-- A service account is its key's client_email, whatever its key file is called: the ledger's
+-- rows follow the identity to the account's current name.
+CREATE TABLE IF NOT EXISTS account_identities (
+    identity TEXT PRIMARY KEY,
+    account TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS sessions_uploader ON sessions(uploader, id);
+"""
+# Tables whose `account` column names an account, renamed together when a key file is.
+_ACCOUNT_TABLES = ("files", "blocks", "broken_accounts")
+
+
+def _add_accounting_schema(cursor: sqlite3.Cursor) -> None:
+    for statement in _ACCOUNTING_SCHEMA.split(";"):
+        if statement.strip():
+            cursor.execute(statement)
+    columns = {row[1] for row in cursor.execute("PRAGMA table_info(sessions)")}
+    if "files_left" not in columns:
+        # JSON: reason -> number of files the session left (see cloudplow/session.py)
+        cursor.execute("ALTER TABLE sessions ADD COLUMN files_left TEXT")
+
+
+def _rename_account(cursor: sqlite3.Cursor, old: str, new: str) -> None:
+    """Move every row of account `old` to `new`; counters of the same key are added up."""
+    for table in _ACCOUNT_TABLES:
+        cursor.execute(f"UPDATE {table} SET account=? WHERE account=?", (new, old))  # noqa: S608
+    cursor.execute(
+        "INSERT INTO counters (uploader, name, account, label, value) SELECT uploader, name, ?, label, value"
+        " FROM counters WHERE account=? AND true"
+        " ON CONFLICT (uploader, name, account, label) DO UPDATE SET value = value + excluded.value",
+        (new, old),
+    )
+    cursor.execute("DELETE FROM counters WHERE account=?", (old,))
+
+
+class AccountingLedger:
+    """The ledger's part for issue 9, mixed into Ledger: files left, broken accounts, identities."""
+
+    _lock: threading.RLock
+    _transaction: Callable[[], AbstractContextManager[sqlite3.Cursor]]
+    _query: Callable[..., list[tuple]]
+
+    def record_files_left(self, session_id: int, counts: Mapping[str, int]) -> None:
+        """Given a session and reason -> files it left, keep the counts with the session."""
+        with self._transaction() as cursor:
+            cursor.execute(
+                "UPDATE sessions SET files_left=? WHERE id=?", (json.dumps(dict(counts)), session_id)
+            )
+
+    def last_files_left(self, uploader: str) -> dict[str, int]:
+        """Return reason -> files left by the uploader's last ended session (empty: none yet)."""
+        rows = self._query(
+            "SELECT files_left FROM sessions WHERE uploader=? AND ended_at IS NOT NULL"
+            " ORDER BY id DESC LIMIT 1",
+            (uploader,),
+        )
+        return json.loads(rows[0][0]) if rows and rows[0][0] else {}
+
+    def mark_broken(self, account: str, *, uploader: str, now: float, message: str) -> None:
+        with self._transaction() as cursor:
+            cursor.execute(
+                "INSERT INTO broken_accounts (account, uploader, at, message) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (account) DO UPDATE SET uploader=excluded.uploader, at=excluded.at,"
+                " message=excluded.message",
+                (account, uploader, now, message),
+            )
+            _increment(cursor, uploader, "broken", 1, account=account)
+
+    def clear_broken(self, account: str) -> bool:
+        """Forget that an account was broken (its credentials worked); return whether it was."""
+        with self._transaction() as cursor:
+            cursor.execute("DELETE FROM broken_accounts WHERE account=?", (account,))
+            return cursor.rowcount > 0
+
+    def broken_accounts(self) -> dict[str, tuple[float, str]]:
+        """Return account -> (when it broke, rclone's message) for every broken account."""
+        rows = self._query("SELECT account, at, message FROM broken_accounts")
+        return {account: (at, message or "") for account, at, message in rows}
+
+    def bind_identities(self, identities: Mapping[str, str]) -> list[tuple[str, str]]:
+        """
+        Given account name -> identity (a service account's client_email) for
+        the configured accounts, move the ledger's rows of each identity to its
+        current name, and return the (old, new) renames done. A name still held
+        by an identity no longer configured hands that history to the identity's
+        own name, so a new key under an old file name starts with nothing.
+        """
+        wanted = {identity: name for name, identity in identities.items()}
+        with self._transaction() as cursor:
+            bound = dict(cursor.execute("SELECT identity, account FROM account_identities").fetchall())
+            renames = {old: wanted[identity] for identity, old in bound.items() if identity in wanted}
+            renames.update(
+                {
+                    old: identity
+                    for identity, old in bound.items()
+                    if identity not in wanted and old in identities
+                }
+            )
+            renames = {old: new for old, new in renames.items() if old != new}
+            # Through temporary names: two key files may have swapped names.
+            for old in renames:
+                _rename_account(cursor, old, "\0" + old)
+            for old, new in renames.items():
+                _rename_account(cursor, "\0" + old, new)
+            for identity, old in bound.items():
+                if old in renames:
+                    cursor.execute(
+                        "UPDATE account_identities SET account=? WHERE identity=?", (renames[old], identity)
+                    )
+            cursor.executemany(
+                "INSERT INTO account_identities (identity, account) VALUES (?, ?)"
+                " ON CONFLICT (identity) DO UPDATE SET account=excluded.account",
+                list(wanted.items()),
+            )
+        return sorted(renames.items())
+
+
+# --- end of the accounting schema and its methods ----------------------------------------
+
+
+class Ledger(AccountingLedger):
     """
     The SQLite ledger. Safe to share between the session thread and the rclone
     log reader thread: one connection, one lock, one transaction per write.
@@ -136,6 +266,7 @@ class Ledger:
             for statement in _SCHEMA.split(";"):
                 if statement.strip():
                     cursor.execute(statement)
+            _add_accounting_schema(cursor)
             cursor.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
     @classmethod

@@ -32,7 +32,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
-from cloudplow import __version__
+from cloudplow import __version__, events
 from cloudplow.config import Config, Uploader
 from cloudplow.ledger import Ledger
 from cloudplow.live import LiveState, UploaderLive
@@ -45,8 +45,8 @@ KNOWN_EXIT_CODES = frozenset({*(str(code) for code in EXIT_CODES), "143"})
 UPLOADER_STATES = ("idle", "checking", "uploading")
 # Not a `quantile` label: Prometheus reserves it for summaries (promtool rejects it on a gauge).
 PERCENTILES = (("50", "p50"), ("90", "p90"), ("95", "p95"), ("99", "p99"), ("100", "max"))
-ROTATION_REASONS = ("filled", "limit", "stalled", "errors", "other")
-STAGE_OUTCOMES = ("completed", "failed", "limit", "fatal", "stalled", "interrupted")
+ROTATION_REASONS = ("filled", "limit", "stalled", "errors", "broken", "other")
+STAGE_OUTCOMES = ("completed", "failed", "limit", "fatal", "stalled", "interrupted", "broken")
 
 
 class CloudplowCollector(Collector):
@@ -91,6 +91,30 @@ class CloudplowCollector(Collector):
         yield from self._counters(uploaders, counters)
         yield from self._queue(uploaders, live)
         yield from self._sessions(uploaders, live)
+        yield from self._accounting(uploaders)
+
+    def _accounting(self, uploaders: list) -> Iterator[Metric]:
+        """Broken accounts and the files the last session left, by reason (every series exists)."""
+        broken_accounts = self.ledger.broken_accounts()
+        broken = GaugeMetricFamily(
+            "cloudplow_account_broken",
+            "1 while the account's credentials are refused (401, a 403 that is not the limit,"
+            " invalid_grant, an unreadable key); retried at the next session",
+            labels=["uploader", "account"],
+        )
+        files_left = GaugeMetricFamily(
+            "cloudplow_files_left",
+            "Files the uploader's last finished session did not upload, by reason",
+            labels=["uploader", "reason"],
+        )
+        for uploader in uploaders:
+            for account in uploader.accounts:
+                broken.add_metric([uploader.name, account.name], 1 if account.name in broken_accounts else 0)
+            counts = self.ledger.last_files_left(uploader.name)
+            for reason in events.FILES_LEFT_REASONS:
+                files_left.add_metric([uploader.name, reason], counts.get(reason, 0))
+        yield broken
+        yield files_left
 
     def _accounts(self, uploaders: list, live: dict, now: float) -> Iterator[Metric]:
         labels = ["uploader", "account"]

@@ -6,23 +6,29 @@
 Each turn runs only the first stage of a fresh plan, so the next stage is
 planned on what really happened (files that failed, a limit the provider
 enforced early). Every turn removes the stage's files from the queue or blocks
-its account, so a session always ends. Files refused because of the limit go
-back to the queue for the next account; files that failed for another reason
-are not tried again in this session.
+its account, so a session always ends. Files refused because of the limit, or
+because the account's credentials were refused (the account is then broken
+for the rest of the session), go back to the queue for the next account;
+files that failed for another reason are not tried again in this session.
 
-Exit codes (the `upload` command's contract): 0 everything planned was
-uploaded or there was nothing to do; 3 files remain because no account has
-quota left for them (they stay in the source, untouched); 1 failures.
+Every queued file ends the session uploaded or in `files_left` under a reason
+(events.FILES_LEFT_REASONS). Exit codes (the `upload` command's contract): 0
+every eligible file was uploaded or there was nothing to do; 3 the only files
+left wait for quota (reasons quota, too_large: they stay in the source,
+untouched); 1 any other file left, or a failure.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import fcntl
+import hashlib
 import logging
 import os
 import re
 import threading
 import time
+import unicodedata
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -30,12 +36,14 @@ from pathlib import Path
 
 from cloudplow import events
 from cloudplow.config import Config, Uploader
+from cloudplow.config.load import Account, service_account_identity
 from cloudplow.events import Event, Listener
 from cloudplow.ledger import Ledger
 from cloudplow.live import LiveState
 from cloudplow.plan import Plan, PlanSettings, Stage, plan_uploads
 from cloudplow.quota import AccountReport, account_reports, block_until
 from cloudplow.rclone import command, execute
+from cloudplow.rclone.errors import failure_reason
 from cloudplow.rclone.stage import FileEvent, StageRequest, StageResult, run_stage
 from cloudplow.scan import QueuedFile, ScanResult, scan, size_distribution
 from cloudplow.tidy import remove_emptied_folders
@@ -80,11 +88,20 @@ class SessionResult:
     stages: int = 0
     failed_files: int = 0
     deferred_files: int = 0  # larger than a whole account's quota (overshoot off)
-    skipped_files: int = 0  # rclone had nothing to do: gone from the source or already there
+    skipped_files: int = 0  # rclone had nothing to do: the file is at the destination already
     left_files: int = 0
     left_bytes: int = 0
     accounts: list[dict] = field(default_factory=list)
     removed_folders: int = 0  # source folders the session emptied (move mode)
+    # Every queued file not uploaded, by why (events.FILES_LEFT_REASONS): exit 0 only when empty.
+    files_left: dict[str, list[str]] = field(default_factory=dict)
+    broken_accounts: list[str] = field(default_factory=list)  # credentials refused in this session
+
+    def leave(self, reason: str, path: str) -> None:
+        self.files_left.setdefault(reason, []).append(path)
+
+    def files_left_counts(self) -> dict[str, int]:
+        return {reason: len(self.files_left.get(reason, ())) for reason in events.FILES_LEFT_REASONS}
 
 
 def plan_settings(uploader: Uploader) -> PlanSettings:
@@ -361,6 +378,7 @@ def run_session(
     )
     with uploader_lock(config.state_dir, uploader.name):
         ledger.mark_interrupted_sessions(uploader.name, now=clock())
+        bind_identities(ledger, uploader)
         try:
             return _run_locked(context, trigger, scanned or scan_uploader(uploader, ledger, clock()))
         finally:
@@ -384,6 +402,8 @@ class _Context:
     secrets: tuple[str, ...]
     limit_patterns: tuple[re.Pattern[str], ...]
     listeners: tuple[Listener, ...] = ()
+    # Accounts whose credentials were refused in this session -> their key's fingerprint then.
+    broken: dict[str, str | None] = field(default_factory=dict)
 
     def announce(self, kind: str, **data: object) -> None:
         events.announce(self.listeners, Event(kind, self.uploader.name, self.clock(), data))
@@ -395,6 +415,18 @@ def _run_locked(context: _Context, trigger: str, scanned: ScanResult) -> Session
     result = SessionResult(
         uploader.name, EXIT_OK, "", queued_files=len(queue), queued_bytes=scanned.distribution.total_bytes
     )
+    for path in [path for path in queue if not _decodable(path)]:
+        # rclone would send the raw bytes, which no provider stores as they are (the WebDAV
+        # server drops the connection; Drive's API takes UTF-8 only), and its log would
+        # name the file with U+FFFD in place of them. The user must rename it.
+        del queue[path]
+        result.leave("undecodable_name", path)
+        logger.warning(
+            "%s: %s: the name is not UTF-8; rename it to upload it", uploader.name, display_path(path)
+        )
+    for path in _colliding(context, queue):
+        del queue[path]
+        result.leave("name_collision", path)
     result.session_id = ledger.start_session(
         uploader.name,
         now=clock(),
@@ -441,12 +473,15 @@ def _run_locked(context: _Context, trigger: str, scanned: ScanResult) -> Session
     moved: list[str] = []  # paths uploaded, so gone from the source in move mode
     while queue and not context.stop_event.is_set():
         reports = reports_now(ledger, uploader, clock())
-        plan = plan_uploads(
-            list(queue.values()), [report.to_state() for report in reports], plan_settings(uploader)
-        )
+        _retry_changed_keys(context)
+        plan = plan_uploads(list(queue.values()), _planner_states(context, reports), plan_settings(uploader))
         if not plan.stages:
             break
         stage = plan.stages[0]
+        key_problem = _key_problem(_account(uploader, stage.account))
+        if key_problem is not None:
+            _mark_broken(context, result, stage.account, key_problem)
+            continue
         if previous is not None and previous[0] != stage.account:
             ledger.increment(uploader.name, "rotations", label=_ROTATION_REASONS.get(previous[1], "other"))
         account_index = [report.name for report in reports].index(stage.account)
@@ -454,7 +489,13 @@ def _run_locked(context: _Context, trigger: str, scanned: ScanResult) -> Session
         outcome = _run_one_stage(context, result, stage, account_index, len(reports))
         moved.extend(outcome.uploaded)
         previous = (stage.account, outcome.outcome)
-        _settle(queue, stage, outcome, result)
+        _settle(queue, stage, outcome, result, context)
+        if outcome.outcome == "broken":
+            _mark_broken(context, result, stage.account, outcome.refused_message or outcome.message)
+        elif (outcome.outcome in ("completed", "limit") or outcome.uploaded) and ledger.clear_broken(
+            stage.account
+        ):
+            logger.info("%s: account %s works again", uploader.name, stage.account)
         if outcome.outcome == "limit":
             _block(context, stage.account, outcome)
         elif outcome.outcome == "interrupted":
@@ -466,11 +507,13 @@ def _run_locked(context: _Context, trigger: str, scanned: ScanResult) -> Session
     # A stop that lands between stages, or as a stage ends for another reason, interrupts
     # the session only if files remain; after the last file it changes nothing.
     interrupted = interrupted or (context.stop_event.is_set() and bool(queue))
+    final_reports = reports_now(ledger, uploader, clock())
+    _leave_queue(context, result, queue, final_reports, interrupted=interrupted, fatal=bool(fatal_message))
     _conclude_session(result, queue, uploader, interrupted=interrupted, fatal_message=fatal_message)
     if uploader.mode == "move" and uploader.remove_empty_dirs and moved:
         result.removed_folders = len(remove_emptied_folders(uploader.source, moved))
-    final_reports = reports_now(ledger, uploader, clock())
     result.accounts = [report.to_dict() for report in final_reports]
+    ledger.record_files_left(result.session_id, result.files_left_counts())
     ledger.end_session(
         result.session_id,
         now=clock(),
@@ -498,6 +541,7 @@ def _run_locked(context: _Context, trigger: str, scanned: ScanResult) -> Session
         uploaded_bytes=result.uploaded_bytes,
         left_files=result.left_files,
         left_bytes=result.left_bytes,
+        files_left={reason: count for reason, count in result.files_left_counts().items() if count},
         stages=result.stages,
         accounts_used=sorted(accounts_used),
         duration_seconds=clock() - started_at,
@@ -621,23 +665,78 @@ def _run_one_stage(
     return outcome
 
 
-def _settle(queue: dict[str, QueuedFile], stage: Stage, outcome: StageResult, result: SessionResult) -> None:
+def _settle(
+    queue: dict[str, QueuedFile], stage: Stage, outcome: StageResult, result: SessionResult, context: _Context
+) -> None:
     """
     Take the stage's files out of the queue, except those refused by the
-    limit or never started because of it: they go to the next account.
-    Anything else (uploaded, failed, vanished, stalled) is done for this session.
+    limit or by the account's credentials, or never started because of
+    either: they go to the next account. Anything else is done for this
+    session: uploaded, or left with its reason.
     """
     for queued in stage.files:
-        untouched = queued.path not in outcome.uploaded and queued.path not in outcome.failed
-        if queued.path in outcome.limit_failed or (untouched and outcome.outcome == "limit"):
+        path = queued.path
+        untouched = path not in outcome.uploaded and path not in outcome.failed
+        if path in outcome.limit_failed or (untouched and outcome.outcome == "limit"):
             continue
-        queue.pop(queued.path, None)
-        if untouched and queued.path not in outcome.deleted:
-            if outcome.outcome == "stalled":
-                result.failed_files += 1
-            elif outcome.outcome == "completed":
-                # rclone had nothing to do: gone from the source, or already there.
-                result.skipped_files += 1
+        if path in outcome.refused or (untouched and outcome.outcome == "broken"):
+            continue
+        queue.pop(path, None)
+        if path in outcome.uploaded:
+            continue
+        if path in outcome.failed:
+            result.leave(failure_reason(outcome.failed[path]), path)
+        elif path in outcome.deleted:
+            # move: the destination already held it, so rclone only removed the source copy.
+            result.skipped_files += 1
+        elif outcome.outcome == "stalled":
+            result.failed_files += 1
+            result.leave("stalled", path)
+        elif outcome.outcome == "interrupted":
+            result.leave("interrupted", path)
+        elif outcome.outcome == "fatal":
+            result.leave("failed", path)
+        elif not os.path.lexists(context.uploader.source / path):
+            result.leave("vanished", path)
+        elif context.uploader.mode == "copy":
+            # rclone had nothing to do: the same file is at the destination already.
+            result.skipped_files += 1
+        else:
+            # move leaves nothing in the source it handled: rclone silently passed this one by.
+            result.leave("not_transferred", path)
+            logger.warning("%s: %s: rclone neither uploaded it nor said why", context.uploader.name, path)
+
+
+def _leave_queue(
+    context: _Context,
+    result: SessionResult,
+    queue: dict[str, QueuedFile],
+    reports: Sequence[AccountReport],
+    *,
+    interrupted: bool,
+    fatal: bool,
+) -> None:
+    """Give every file still queued at the end its reason: why no account took it."""
+    uploader = context.uploader
+    if interrupted or fatal:
+        for path in queue:
+            result.leave("interrupted" if interrupted else "failed", path)
+        return
+    whole_account_bytes = uploader.quota.per_account_bytes - uploader.quota.reserve_bytes
+    # Which files an account broken in this session would have taken: plan as if it worked.
+    plan = None
+    if context.broken:
+        # The broken accounts' own blocks (a limit hit earlier) still hold.
+        usable = [report.to_state() for report in reports]
+        plan = plan_uploads(list(queue.values()), usable, plan_settings(uploader))
+    for_broken = {queued.path for stage in plan.stages for queued in stage.files} if plan else set()
+    for path, queued in queue.items():
+        if not uploader.quota.overshoot and queued.size > whole_account_bytes:
+            result.leave("too_large", path)
+        elif path in for_broken:
+            result.leave("broken_account", path)
+        else:
+            result.leave("quota", path)
 
 
 def _conclude_session(
@@ -649,7 +748,7 @@ def _conclude_session(
     fatal_message: str | None,
 ) -> None:
     """Set the session's exit code and message from what is left and what went wrong."""
-    result.left_files = len(queue)
+    result.left_files = sum(len(paths) for paths in result.files_left.values())
     result.left_bytes = sum(queued.size for queued in queue.values())
     if not uploader.quota.overshoot:
         # Files that no account can take even in a fresh window: say so, or they wait forever.
@@ -663,13 +762,21 @@ def _conclude_session(
                 queued.path,
                 format_size(queued.size),
             )
+    failures = sum(
+        len(paths) for reason, paths in result.files_left.items() if reason not in events.WAITING_REASONS
+    )
     if interrupted:
         result.exit_code, result.message = EXIT_FAILURES, "interrupted; files not uploaded stay in the source"
     elif fatal_message:
         result.exit_code, result.message = EXIT_FAILURES, f"stopped: {fatal_message}"
-    elif result.failed_files:
+    elif result.failed_files or failures:
         result.exit_code = EXIT_FAILURES
-        result.message = f"{result.failed_files} file(s) failed; they stay in the source"
+        reasons = ", ".join(
+            f"{len(result.files_left[reason])} {reason.replace('_', ' ')}"
+            for reason in events.FILES_LEFT_REASONS
+            if reason not in events.WAITING_REASONS and result.files_left.get(reason)
+        )
+        result.message = f"{failures or result.failed_files} file(s) not uploaded ({reasons})"
     elif queue:
         result.exit_code = EXIT_OUT_OF_QUOTA
         result.message = (
@@ -686,13 +793,145 @@ def _conclude_session(
     else:
         result.message = f"all {result.uploaded_files} queued file(s) uploaded"
         if result.skipped_files:
-            result.message += (
-                f", {result.skipped_files} skipped (gone from the source or already at the destination)"
-            )
+            result.message += f", {result.skipped_files} already at the destination"
 
 
 # Why a session left an account for the next one, by the outcome of its last stage there.
-_ROTATION_REASONS = {"completed": "filled", "limit": "limit", "stalled": "stalled", "failed": "errors"}
+_ROTATION_REASONS = {
+    "completed": "filled",
+    "limit": "limit",
+    "stalled": "stalled",
+    "failed": "errors",
+    "broken": "broken",
+}
+
+
+def _colliding(context: _Context, queue: dict[str, QueuedFile]) -> list[str]:
+    """
+    Return the queued paths the destination could not keep apart from another
+    queued path. rclone compares names byte for byte (--no-unicode-normalization),
+    so NFC and NFD spellings, or names that differ only in case, are two files
+    wherever the destination is case-sensitive. A case-insensitive destination
+    (or one rclone cannot describe) would make one file of them, and a later
+    run would overwrite one with the other: every name of such a group is left.
+    """
+    groups: dict[str, list[str]] = {}
+    for path in queue:
+        groups.setdefault(unicodedata.normalize("NFC", path).casefold(), []).append(path)
+    colliding = [path for group in groups.values() if len(group) > 1 for path in group]
+    if not colliding:
+        return []
+    first = next(iter(context.env_by_account.values()), {})
+    try:
+        insensitive = command.case_insensitive(
+            context.binary,
+            destination=context.uploader.destination,
+            config_path=context.config.rclone_config,
+            env=first,
+            secrets=context.secrets,
+        )
+    except execute.RcloneError as error:
+        logger.warning(
+            "%s: cannot tell whether the destination is case-insensitive: %s", context.uploader.name, error
+        )
+        insensitive = True
+    if not insensitive:
+        return []
+    for path in colliding:
+        logger.warning(
+            "%s: %s: the case-insensitive destination cannot keep it apart from a name that differs"
+            " only in case or Unicode normalization; rename one",
+            context.uploader.name,
+            display_path(path),
+        )
+    return colliding
+
+
+def _decodable(path: str) -> bool:
+    """Whether a scanned path is valid UTF-8 (os.fsdecode keeps undecodable bytes as surrogates)."""
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def display_path(path: str) -> str:
+    """Given a scanned path, return it printable: bytes that are not UTF-8 as \\xNN."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
+def bind_identities(ledger: Ledger, uploader: Uploader) -> None:
+    """Keep each service account's usage under its current name, found by its key's client_email."""
+    identities = {account.name: account.identity for account in uploader.accounts if account.identity}
+    for old, new in ledger.bind_identities(identities):
+        logger.info(
+            "%s: account %s is now %s (same client_email): its usage goes with it", uploader.name, old, new
+        )
+
+
+def _account(uploader: Uploader, name: str) -> Account:
+    return next(account for account in uploader.accounts if account.name == name)
+
+
+def _key_fingerprint(account: Account) -> str | None:
+    """Return a digest of the account's key file (None: no key file, or it cannot be read)."""
+    if account.service_account_file is None:
+        return None
+    try:
+        return hashlib.sha256(account.service_account_file.read_bytes()).hexdigest()
+    except OSError:
+        return None
+
+
+def _key_problem(account: Account) -> str | None:
+    """Given an account, return why its service-account key cannot be used now, or None."""
+    key_file = account.service_account_file
+    if key_file is None:
+        return None
+    try:
+        key_file.read_bytes()
+    except OSError as error:
+        return f"service-account key {key_file} cannot be read ({error.strerror or error})"
+    if service_account_identity(key_file) is None:
+        return f"service-account key {key_file} is not a key with a client_email"
+    return None
+
+
+def _retry_changed_keys(context: _Context) -> None:
+    """Give an account broken in this session another try once its key file has changed."""
+    for name, fingerprint in list(context.broken.items()):
+        account = _account(context.uploader, name)
+        current = _key_fingerprint(account)
+        if account.service_account_file is not None and current is not None and current != fingerprint:
+            del context.broken[name]
+            logger.info("%s: the key of account %s changed; trying it again", context.uploader.name, name)
+
+
+def _planner_states(context: _Context, reports: Sequence[AccountReport]) -> list:
+    """The accounts as the planner sees them: one broken in this session is out of rotation."""
+    return [
+        dataclasses.replace(report.to_state(), blocked=True)
+        if report.name in context.broken
+        else report.to_state()
+        for report in reports
+    ]
+
+
+def _mark_broken(context: _Context, result: SessionResult, account: str, message: str) -> None:
+    """Take an account whose credentials were refused out of this session and record it."""
+    context.broken[account] = _key_fingerprint(_account(context.uploader, account))
+    if account not in result.broken_accounts:
+        result.broken_accounts.append(account)
+    message = execute.masked([message], context.secrets)
+    context.ledger.mark_broken(account, uploader=context.uploader.name, now=context.clock(), message=message)
+    logger.warning(
+        "%s: account %s is broken, its credentials were refused: %s; going on without it",
+        context.uploader.name,
+        account,
+        message,
+    )
+    context.announce(events.ACCOUNT_BROKEN, account=account, message=message)
 
 
 def _block(context: _Context, account: str, outcome: StageResult) -> None:

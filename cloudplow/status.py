@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from cloudplow import __version__
+from cloudplow import __version__, events
 from cloudplow.config import Config
 from cloudplow.ledger import Ledger
 from cloudplow.live import LiveState
@@ -24,6 +24,7 @@ def status_document(
     transfers, accounts and checks. No secret (account environment) is in it.
     """
     snapshot = live.snapshot()
+    broken = ledger.broken_accounts()
     document: dict = {
         "version": __version__,
         "rclone_version": rclone_version,
@@ -42,6 +43,7 @@ def status_document(
             now=now,
         )
         sessions = ledger.sessions(uploader.name, limit=5)
+        files_left = ledger.last_files_left(uploader.name)
         session = None
         if state is not None and state.session_id is not None:
             stats = state.stats or {}
@@ -97,9 +99,14 @@ def status_document(
                     "blocked_until": report.blocked_until,
                     "block_reason": report.block_reason,
                     "frees_at": report.frees_at,
+                    "broken": report.name in broken,
+                    "broken_since": broken[report.name][0] if report.name in broken else None,
+                    "broken_message": broken[report.name][1] if report.name in broken else None,
                 }
                 for report in reports
             ],
+            # reason -> files the last finished session left (every reason, 0 when none)
+            "files_left": {reason: files_left.get(reason, 0) for reason in events.FILES_LEFT_REASONS},
             "last_check": state.last_check_at if state else None,
             "last_decision": state.last_trigger or None if state else None,
             "next_check": state.next_check_at if state else None,

@@ -155,8 +155,8 @@ uploaders:
         remote="gdrive",
         mode="copy",
         accounts=(
-            Account("sa1", {}, tree / "sa" / "sa1.json"),
-            Account("sa2", {}, tree / "sa" / "sa2.json"),
+            Account("sa1", {}, tree / "sa" / "sa1.json", identity="sa1@project.iam.gserviceaccount.com"),
+            Account("sa2", {}, tree / "sa" / "sa2.json", identity="sa2@project.iam.gserviceaccount.com"),
             Account(
                 "alice",
                 {

@@ -44,6 +44,7 @@ REQUIRED_ALERTS = {
     "CloudplowRcloneErrorsRising",
     "CloudplowQueueWontDrainToday",
     "CloudplowNoSuccessfulUpload",
+    "CloudplowAccountBroken",
 }
 SEVERITIES = {"info", "warning", "critical"}
 # Series Prometheus writes itself for every target, not cloudplow's exposition.

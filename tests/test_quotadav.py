@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from cloudplow.demo.quotadav import LIMIT_MESSAGE, QuotaDavServer, UserUsage
+from cloudplow.demo.quotadav import DENIED_MESSAGE, LIMIT_MESSAGE, QuotaDavServer, UserUsage
 
 pytestmark = pytest.mark.integration
 
@@ -195,6 +195,25 @@ def test_wrong_or_missing_password_is_refused(server):
     assert requests.get(server.url, auth=("alice", "wrong"), timeout=30).status_code == 401
     assert requests.get(server.url, timeout=30).status_code == 401
     assert requests.get(server.url, auth=ALICE, timeout=30).status_code == 200
+
+
+def test_refused_users_get_401_or_a_403_that_is_not_the_limit(server):
+    server.refuse("alice", 401)
+    response = requests.get(server.url, auth=ALICE, timeout=30)
+    assert response.status_code == 401 and "Basic" in response.headers["WWW-Authenticate"]
+    assert put(server, "a.bin", b"x" * 10).status_code == 401
+    server.refuse("alice", 403)
+    response = put(server, "a.bin", b"x" * 10)
+    assert response.status_code == 403
+    assert DENIED_MESSAGE in response.text and LIMIT_MESSAGE not in response.text
+    assert server.usage()["alice"].committed_bytes == 0
+    server.refuse("alice", None)
+    assert put(server, "a.bin", b"x" * 10).status_code in (200, 201, 204)
+    assert server.usage()["alice"].committed_bytes == 10
+    with pytest.raises(KeyError):
+        server.refuse("nobody", 401)
+    with pytest.raises(ValueError, match="401 or 403"):
+        server.refuse("alice", 500)
 
 
 def test_custom_passwords(root):

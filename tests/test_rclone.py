@@ -80,6 +80,7 @@ def test_upload_command_is_an_exact_argument_tuple(tmp_path: Path) -> None:
         "--rc",
         "--rc-addr",
         "127.0.0.1:5572",
+        "--no-unicode-normalization",
         "--config",
         "/rc.conf",
         "--drive-stop-on-upload-limit",

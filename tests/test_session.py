@@ -3,6 +3,8 @@ exit codes. The same loop runs the real rclone in test_upload_integration.py."""
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 import threading
 from pathlib import Path
@@ -118,18 +120,36 @@ def test_a_limit_blocks_the_account_and_its_files_move_to_the_next(tmp_path: Pat
     assert usage[1].block is None
 
 
-def test_a_stage_that_uploads_nothing_is_not_retried(tmp_path: Path) -> None:
+def test_a_stage_that_uploads_nothing_is_not_retried_and_names_what_it_left(tmp_path: Path) -> None:
     config, uploader, ledger, runtimes = setup(tmp_path, [MB] * 3)
     calls = []
 
     def nothing(request, listener, stop_event):
         calls.append(request)
+        if not calls[1:]:
+            (request.source / "f01.bin").unlink()  # gone before rclone read it
         return StageResult("completed", 0, "nothing to do")
 
     result = session(config, uploader, ledger, runtimes, nothing)
 
+    # move: rclone leaves nothing it handled in the source, so a file still there was passed by.
     assert len(calls) == 1
-    assert result.exit_code == 0 and result.skipped_files == 3
+    assert result.files_left == {"not_transferred": ["f00.bin", "f02.bin"], "vanished": ["f01.bin"]}
+    assert result.exit_code == 1 and result.skipped_files == 0 and result.left_files == 3
+    assert result.message == "3 file(s) not uploaded (1 vanished, 2 not transferred)"
+    counts = ledger.last_files_left("media")
+    assert counts["not_transferred"] == 2 and counts["vanished"] == 1 and counts["quota"] == 0
+
+
+def test_in_copy_mode_a_file_rclone_had_nothing_to_do_for_is_at_the_destination(tmp_path: Path) -> None:
+    config, uploader, ledger, runtimes = setup(tmp_path, [MB] * 3)
+    uploader = dataclasses.replace(uploader, mode="copy")
+
+    result = session(
+        config, uploader, ledger, runtimes, lambda request, listener, stop: StageResult("completed", 0, "")
+    )
+
+    assert result.exit_code == 0 and result.skipped_files == 3 and result.files_left == {}
 
 
 def test_failed_files_are_not_retried_and_make_exit_1(tmp_path: Path) -> None:
@@ -242,6 +262,9 @@ class Heard:
     def on_event(self, event) -> None:
         self.events.append(event)
 
+    def of(self, kind: str) -> list:
+        return [event.data for event in self.events if event.kind == kind]
+
 
 class Broken:
     def on_event(self, event) -> None:
@@ -277,3 +300,137 @@ def test_the_session_announces_what_happens_and_a_failing_listener_changes_nothi
     assert ended["uploaded_files"] == result.uploaded_files > 0
     assert ended["accounts_used"] == ["a", "b"]
     assert all(event.uploader == "media" for event in heard.events)
+
+
+def refusing(accounts: set[str]):
+    """A runner that uploads every file, except through `accounts`, whose credentials it refuses."""
+    calls: list[StageRequest] = []
+
+    def runner(request: StageRequest, listener, stop_event) -> StageResult:
+        calls.append(request)
+        account = request.env["SECRET"].removeprefix("pw-")
+        if account in accounts:
+            result = StageResult("broken", 1, "the account's credentials were refused")
+            result.refused.add(request.paths[0])
+            result.refused_message = "read metadata failed: 401 Not Authorized"
+            return result
+        result = StageResult("completed", 0, "ok")
+        for path in request.paths:
+            result.uploaded[path] = (request.source / path).stat().st_size
+            (request.source / path).unlink()  # move
+            listener.on_file(FileEvent("uploaded", path, size=result.uploaded[path]))
+        return result
+
+    return runner, calls
+
+
+def test_a_broken_account_is_skipped_and_its_files_go_to_the_next(tmp_path: Path) -> None:
+    config, uploader, ledger, runtimes = setup(tmp_path, [2 * MB] * 5, accounts=("a", "b", "c"))
+    runner, calls = refusing({"a"})
+    heard = Heard()
+
+    result = run_session(
+        config,
+        uploader,
+        ledger,
+        runner=runner,
+        clock=Clock(),
+        binary="rclone",
+        accounts=runtimes,
+        drive=False,
+        listeners=[heard],
+    )
+
+    assert [request.env["SECRET"] for request in calls] == ["pw-a", "pw-b"]
+    assert set(calls[1].paths) == set(calls[0].paths), "the files a refused, and those it never started"
+    assert result.exit_code == 0 and result.uploaded_files == 5 and result.files_left == {}
+    assert result.broken_accounts == ["a"]
+    assert ledger.uploaded_bytes_by_account() == {"b": 10 * MB}
+    assert ledger.files(result.session_id) == [
+        row for row in ledger.files(result.session_id) if row["account"] == "b"
+    ], "nothing is recorded for the broken account"
+    assert set(ledger.broken_accounts()) == {"a"}
+    assert heard.of("account_broken") == [
+        {"account": "a", "message": "read metadata failed: 401 Not Authorized"}
+    ]
+    ended = heard.of("session_ended")[0]
+    assert ended["files_left"] == {} and ended["exit_code"] == 0
+
+
+def test_files_only_a_broken_account_could_take_are_left_for_it_with_exit_1(tmp_path: Path) -> None:
+    config, uploader, ledger, runtimes = setup(tmp_path, [4 * MB] * 5, accounts=("a", "b", "c"))
+    runner, calls = refusing({"b"})
+    heard = Heard()
+
+    result = run_session(
+        config,
+        uploader,
+        ledger,
+        runner=runner,
+        clock=Clock(),
+        binary="rclone",
+        accounts=runtimes,
+        drive=False,
+        listeners=[heard],
+    )
+
+    # a and c take two files each; the fifth fits only b, whose credentials are refused.
+    assert result.uploaded_files == 4 and result.exit_code == 1
+    assert list(result.files_left) == ["broken_account"] and len(result.files_left["broken_account"]) == 1
+    assert heard.of("session_ended")[0]["files_left"] == {"broken_account": 1}
+
+    # The next session tries b again; once it works, the broken mark goes.
+    runner, calls = refusing(set())
+    again = session(config, uploader, ledger, runtimes, runner)
+    assert again.exit_code == 0 and again.uploaded_files == 1 and ledger.broken_accounts() == {}
+    assert [request.env["SECRET"] for request in calls] == ["pw-b"]
+
+
+def write_key(folder: Path, name: str, email: str, marker: str = "") -> Path:
+    folder.mkdir(exist_ok=True)
+    path = folder / f"{name}.json"
+    key = {"type": "service_account", "client_email": email, "private_key": "k" + marker}
+    path.write_text(json.dumps(key), encoding="utf-8")
+    return path
+
+
+def test_a_missing_key_file_breaks_its_account_until_the_key_comes_back(tmp_path: Path) -> None:
+    config, uploader, ledger, _ = setup(tmp_path, [4 * MB] * 6)
+    keys = tmp_path / "sa"
+    for name in ("sa1", "sa2", "sa3"):
+        write_key(keys, name, f"{name}@project.iam.gserviceaccount.com")
+    document = yaml.safe_load((tmp_path / "config.yaml").read_text())
+    document["uploaders"]["media"]["accounts"] = {"dir": "sa"}
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(document))
+    config = load_config(tmp_path / "config.yaml")
+    uploader = config.uploaders["media"]
+    runtimes = [AccountRuntime(name, {"SECRET": f"pw-{name}"}) for name in ("sa1", "sa2", "sa3")]
+    (keys / "sa1.json").unlink()  # removed after the configuration was read (a daemon runs for months)
+    calls = []
+
+    def runner(request, listener, stop_event):
+        calls.append(request.env["SECRET"])
+        if request.env["SECRET"] == "pw-sa2":
+            write_key(
+                keys, "sa1", "sa1@project.iam.gserviceaccount.com", marker="new"
+            )  # the user puts it back
+        result = StageResult("completed", 0, "ok")
+        for path in request.paths:
+            result.uploaded[path] = 4 * MB
+            listener.on_file(FileEvent("uploaded", path, size=4 * MB))
+        return result
+
+    result = run_session(
+        config,
+        uploader,
+        ledger,
+        runner=runner,
+        clock=Clock(),
+        binary="rclone",
+        accounts=runtimes,
+        drive=False,
+    )
+
+    assert calls == ["pw-sa2", "pw-sa1", "pw-sa3"], "sa1 skipped, then tried again once its key came back"
+    assert result.exit_code == 0 and result.uploaded_files == 6
+    assert result.broken_accounts == ["sa1"] and ledger.broken_accounts() == {}

@@ -85,6 +85,8 @@ class Account:
     env: Mapping[str, str]
     service_account_file: Path | None
     remote: str | None = None
+    # A service account's client_email: the ledger's key for it, whatever its file is called.
+    identity: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -1244,7 +1246,9 @@ def _build_accounts(section: Any, path: str, context: _Context) -> tuple[Account
     defined_at: dict[str, str] = {}
     if section["dir"] is not None and _valid(section["dir"]):
         for key_file in _service_account_files(section["dir"], f"{path}.dir", context):
-            accounts.append(Account(key_file.stem, SecretEnv(), key_file))
+            accounts.append(
+                Account(key_file.stem, SecretEnv(), key_file, identity=service_account_identity(key_file))
+            )
             defined_at[key_file.stem] = f"{path}.dir ({key_file.name})"
     if section["remotes"] is not None and _valid(section["remotes"]):
         for index, remote in enumerate(section["remotes"]):
@@ -1303,11 +1307,23 @@ def _service_account_files(folder: Path, path: str, context: _Context) -> list[P
             )
             continue
         problem = _service_account_problem(candidate)
-        if problem is not None:
+        # A key that cannot be read now is the account's trouble, not the configuration's: the
+        # session marks that account broken and goes on with the others.
+        if problem is not None and not problem.startswith("cannot read"):
             context.error(path, f"{candidate.name} is not a service-account key: {problem}")
             continue
         key_files.append(candidate)
     return key_files
+
+
+def service_account_identity(key_file: Path) -> str | None:
+    """Given a service-account key file, return its client_email, or None if it cannot be read as one."""
+    try:
+        data = json.loads(key_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    email = data.get("client_email") if isinstance(data, dict) else None
+    return email if isinstance(email, str) and email else None
 
 
 def _service_account_problem(key_file: Path) -> str | None:

@@ -19,6 +19,12 @@ body, which rclone's webdav backend prints as
 All users share one folder, like service accounts on one shared drive. Only
 PUT is counted; every other WebDAV method works normally for everyone.
 
+A test can also refuse a user's credentials the ways a provider does when a
+key is revoked or an account is disabled: `refuse(user, 401)` answers every
+request of that user with 401 Unauthorized, `refuse(user, 403)` with a 403
+whose message is not the limit's ("Access denied: account disabled."), and
+`refuse(user, None)` accepts the user again.
+
 wsgidav and cheroot are optional dependencies (`pip install cloudplow[demo]`),
 imported when a server is built.
 """
@@ -48,6 +54,9 @@ _LIMIT_BODY = (
 
 _READ_BLOCK_BYTES = 256 * 1024
 
+DENIED_MESSAGE = "Access denied: account disabled."
+_DENIED_BODY = _LIMIT_BODY.replace(LIMIT_MESSAGE.encode(), DENIED_MESSAGE.encode())
+
 
 @dataclasses.dataclass
 class UserUsage:
@@ -75,6 +84,22 @@ class _Ledger:
         # first upload that crosses the limit" is well defined when several
         # finish together.
         self.commit_locks = {user: threading.Lock() for user in quotas}
+        self.refused: dict[str, int] = {}  # user -> the status every request of theirs gets
+
+
+def _refused_response(status: int, start_response: Callable[..., Any]) -> list[bytes]:
+    """Given 401 or 403, send the refusal of a user's credentials and return its body."""
+    if status == 401:
+        start_response(
+            "401 Unauthorized",
+            [("WWW-Authenticate", 'Basic realm="/"'), ("Content-Length", "0")],
+        )
+        return []
+    start_response(
+        "403 Forbidden",
+        [("Content-Type", "application/xml; charset=utf-8"), ("Content-Length", str(len(_DENIED_BODY)))],
+    )
+    return [_DENIED_BODY]
 
 
 def _limit_response(start_response: Callable[..., Any]) -> list[bytes]:
@@ -153,6 +178,11 @@ class _QuotaMiddleware:
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
         user = environ.get("wsgidav.auth.user_name")
+        with self.ledger.lock:
+            refused_status = self.ledger.refused.get(user) if user else None
+        if refused_status is not None:
+            _discard_body(environ)
+            return _refused_response(refused_status, start_response)
         if environ["REQUEST_METHOD"] != "PUT" or user not in self.ledger.usage:
             return self.next_app(environ, start_response)
         usage = self.ledger.usage[user]
@@ -365,3 +395,20 @@ class QuotaDavServer:
             usage = self._ledger.usage[user]
             self._ledger.quotas[user] = quota_bytes
             usage.exceeded = usage.committed_bytes > quota_bytes
+
+    def refuse(self, user: str, status: int | None) -> None:
+        """
+        Given a user and 401 or 403, refuse every request of that user from now
+        on with that status (403 with a message that is not the limit's); with
+        None, accept the user again. Raise KeyError if the user is unknown and
+        ValueError for another status.
+        """
+        if user not in self._ledger.usage:
+            raise KeyError(user)
+        if status not in (401, 403, None):
+            raise ValueError(f"refuse with 401 or 403, not {status}")
+        with self._ledger.lock:
+            if status is None:
+                self._ledger.refused.pop(user, None)
+            else:
+                self._ledger.refused[user] = status

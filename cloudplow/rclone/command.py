@@ -59,6 +59,10 @@ def upload_command(
         "--rc",
         "--rc-addr",
         f"127.0.0.1:{rc_port}",
+        # Compare names byte for byte: by default rclone folds NFC and NFD spellings of a name
+        # into one, skips the second file as a "duplicate" and, on the next run, matches one
+        # to the other's object at the destination and overwrites it.
+        "--no-unicode-normalization",
     ]
     if config_path is not None:
         argv += ["--config", str(config_path)]
@@ -301,3 +305,31 @@ def delete_files(
     if config_path is not None:
         argv += ["--config", str(config_path)]
     execute.run(argv, env=env, secrets=secrets, timeout_seconds=3600)
+
+
+def case_insensitive(
+    binary: str,
+    *,
+    destination: str,
+    config_path: Path | None,
+    env: Mapping[str, str],
+    secrets: Sequence[str] = (),
+) -> bool:
+    """
+    Given a destination and an account's environment, return whether rclone
+    reports the destination as case-insensitive (`rclone backend features`):
+    there, two names that differ only in case, or in Unicode normalization,
+    would be one file. Raise RcloneError if rclone cannot tell.
+    """
+    argv = [binary, "backend", "features", destination]
+    if config_path is not None:
+        argv += ["--config", str(config_path)]
+    try:
+        features = json.loads(execute.run(argv, env=env, secrets=secrets, timeout_seconds=30)).get("Features")
+    except (ValueError, AttributeError) as error:
+        raise execute.RcloneError(f"rclone backend features printed no JSON object: {error}") from error
+    if not isinstance(features, dict) or not isinstance(features.get("CaseInsensitive"), bool):
+        raise execute.RcloneError(
+            "rclone backend features did not say whether the destination is case-insensitive"
+        )
+    return features["CaseInsensitive"]

@@ -33,6 +33,7 @@ import requests
 
 from cloudplow.rclone import execute
 from cloudplow.rclone.command import present_sizes, upload_command
+from cloudplow.rclone.errors import credentials_refused
 from cloudplow.rclone.exitcodes import ExitKind, classify_exit
 from cloudplow.rclone.rc import RcClient, free_port, new_credentials
 
@@ -78,7 +79,7 @@ class StageListener(Protocol):
 
 @dataclass
 class StageResult:
-    outcome: str  # completed | failed | limit | fatal | stalled | interrupted
+    outcome: str  # completed | failed | limit | fatal | stalled | interrupted | broken
     exit_code: int | None
     message: str
     uploaded: dict[str, int] = field(default_factory=dict)
@@ -86,6 +87,10 @@ class StageResult:
     limit_failed: set[str] = field(default_factory=set)  # refused or aborted by the limit
     deleted: set[str] = field(default_factory=set)  # removed from the source (move)
     limit_message: str | None = None
+    # The account's credentials were refused (outcome "broken"): these files failed with it,
+    # neither uploaded nor failed for themselves; they go to the next account.
+    refused: set[str] = field(default_factory=set)
+    refused_message: str | None = None
 
     @property
     def uploaded_bytes(self) -> int:
@@ -101,6 +106,7 @@ class _LogWatcher:
         self.lock = threading.Lock()
         self.result = StageResult(outcome="completed", exit_code=None, message="")
         self.limit_seen = threading.Event()
+        self.refused_seen = threading.Event()
         self.error_lines: deque[str] = deque(maxlen=20)
         self.started_at: dict[str, float] = {}
         self.sizes: dict[str, int] = {}  # files seen transferring -> their size
@@ -154,6 +160,14 @@ class _LogWatcher:
             limit = self.is_limit(message)
             if limit:
                 self.note_limit(message)
+            elif credentials_refused(message, self.request.limit_patterns):
+                with self.lock:
+                    if self.result.refused_message is None:
+                        self.result.refused_message = message
+                    if isinstance(path, str):
+                        self.result.refused.add(path)
+                self.refused_seen.set()
+                return
             if isinstance(path, str):
                 with self.lock:
                     # `rclone move` follows "Failed to copy" with "Not deleting source as
@@ -288,6 +302,8 @@ def _run_once(
         while process.poll() is None:
             if watcher.limit_seen.wait(0.1):
                 stopped_for = "limit"
+            elif watcher.refused_seen.is_set():
+                stopped_for = "broken"
             elif stop_event.is_set():
                 stopped_for = "interrupted"
             if stopped_for:
@@ -332,6 +348,8 @@ def _run_once(
         return None
     if stopped_for is None and watcher.limit_seen.is_set():
         stopped_for = "limit"
+    if stopped_for is None and watcher.refused_seen.is_set() and not result.failed:
+        stopped_for = "broken"
     if stopped_for in ("interrupted", "limit"):
         # A stalled stage moved nothing for stall_timeout: no upload can be cut off there.
         watcher.settle_cut_off(request)
@@ -358,6 +376,8 @@ def _conclude(
     """Given why the stage ended and rclone's exit code, return (outcome, one-line message)."""
     if stopped_for == "limit":
         return "limit", f"the provider's limit was reached: {result.limit_message}"
+    if stopped_for == "broken":
+        return "broken", f"the account's credentials were refused: {result.refused_message}"
     if stopped_for == "stalled":
         return "stalled", f"no progress for {stall_timeout_seconds:.0f} s; rclone was stopped"
     if stopped_for == "interrupted":
