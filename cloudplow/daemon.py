@@ -29,7 +29,7 @@ from cloudplow import __version__, events
 from cloudplow.clean import CleanResult, clean_folder
 from cloudplow.config import Config, Uploader
 from cloudplow.events import Event, Listener
-from cloudplow.http import HttpServer, create_app, http_url, is_loopback
+from cloudplow.http import HttpServer, create_app, exposure_warning, http_url
 from cloudplow.jobs import movers_after, run_job
 from cloudplow.ledger import Ledger
 from cloudplow.live import LiveState
@@ -138,12 +138,9 @@ class Daemon:
         """Listen, then schedule the checks (the first one at once). Raise OSError if the port is taken."""
         app = create_app(self.registry, self.status, self.healthy, token=self.config.server_token)
         self.http = HttpServer(app, self.config.server_host, self.config.server_port).start()
-        if not self.config.server_token and not is_loopback(self.http.host):
-            logger.warning(
-                "server.host %s is reachable from other machines and /metrics and /status answer "
-                "anyone: set server.token (Prometheus then sends it), or listen on 127.0.0.1",
-                self.http.host,
-            )
+        warning = exposure_warning(self.http.host, self.config.server_token)
+        if warning:
+            logger.warning("%s", warning)
         for uploader in self.config.uploaders.values():
             self.scheduler.add_job(
                 self.check,

@@ -219,6 +219,19 @@ def is_loopback(host: str) -> bool:
     return bool(addresses) and all(_is_loopback_address(address) for address in addresses)
 
 
+def exposure_warning(host: str, token: str | None) -> str | None:
+    """
+    Given the address the server listens on and its token, return the warning
+    to log when other machines can read /metrics and /status without one, else None.
+    """
+    if token or is_loopback(host):
+        return None
+    return (
+        f"server.host {host} is reachable from other machines and /metrics and /status answer "
+        "anyone: set server.token (Prometheus then sends it), or listen on 127.0.0.1"
+    )
+
+
 def _is_loopback_address(address: str) -> bool:
     # An IPv6 address may carry a zone ("fe80::1%eth0"). Raise ValueError if it is not an address.
     return ipaddress.ip_address(address.split("%", 1)[0]).is_loopback
