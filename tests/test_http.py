@@ -266,7 +266,12 @@ def test_a_bad_token_is_refused_without_being_shown(tmp_path, quota_server):
     assert completed.returncode == 2
     assert "server.token: use at least 16 printable ASCII characters" in completed.stderr
     assert short not in completed.stdout + completed.stderr
-    config, _ = daemon_config(tmp_path / "numeric", quota_server, {"token": 12345678901234567890})
+    spaced = "a long token with spaces in it"  # noqa: S105
+    config, _ = daemon_config(tmp_path / "spaced", quota_server, {"token": spaced})
     completed = run_cli(config, "check-config", timeout=30)
-    assert completed.returncode == 2 and "server.token: expected text, got a number" in completed.stderr
-    assert "12345678901234567890" not in completed.stdout + completed.stderr
+    assert completed.returncode == 2 and "server.token: use at least 16" in completed.stderr
+    assert "spaces in it" not in completed.stdout + completed.stderr
+    config, _ = daemon_config(tmp_path / "listed", quota_server, {"token": [TOKEN]})
+    completed = run_cli(config, "check-config", timeout=30)
+    assert completed.returncode == 2 and "server.token: expected text, got a list" in completed.stderr
+    assert TOKEN not in completed.stdout + completed.stderr
