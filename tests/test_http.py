@@ -266,7 +266,7 @@ def test_a_bad_token_is_refused_without_being_shown(tmp_path, quota_server):
     assert completed.returncode == 2
     assert "server.token: use at least 16 printable ASCII characters" in completed.stderr
     assert short not in completed.stdout + completed.stderr
-    spaced = "a long token with spaces in it"  # noqa: S105
+    spaced = "a long token with spaces in it"
     config, _ = daemon_config(tmp_path / "spaced", quota_server, {"token": spaced})
     completed = run_cli(config, "check-config", timeout=30)
     assert completed.returncode == 2 and "server.token: use at least 16" in completed.stderr
