@@ -5,7 +5,8 @@ tests can serve it with their own registry; `HttpServer` runs it in the
 background with a bounded number of threads, whatever the clients do:
 
     selector thread: accept, wait for each connection's request head (with a
-      deadline), drop the oldest waiting connection beyond a cap
+      deadline), drop the oldest waiting connection beyond a cap, queue the
+      complete requests and hand them to the pool as it frees up
       └─ worker pool (a few threads): parse, run the app, write the response
 
 An idle or slow client therefore holds a file descriptor for at most the
@@ -28,6 +29,7 @@ import socket
 import socketserver
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -191,7 +193,7 @@ LISTEN_BACKLOG = 512  # connections the kernel queues before accept (a burst wai
 REQUEST_TIMEOUT_SECONDS = 10.0  # from connect to a complete request head; then the connection is closed
 WRITE_TIMEOUT_SECONDS = 10.0  # each send of the response; a client that stops reading is dropped
 MAX_HEAD_BYTES = 16 * 1024  # request line and headers; more is answered 431
-MAX_IN_FLIGHT = 64  # requests read and waiting for (or in) a worker; more are answered 503
+MAX_IN_FLIGHT = 16  # requests handed to the pool at once; the others wait, read, in the selector
 
 
 def http_url(host: str, port: int) -> str:
@@ -344,9 +346,12 @@ class HttpServer:
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="http-worker")
         self._in_flight = threading.BoundedSemaphore(MAX_IN_FLIGHT)
         self._waiting: dict[socket.socket, _Waiting] = {}
+        # Complete requests waiting for a worker (a burst), oldest first.
+        self._ready: deque[tuple[socket.socket, object, bytes]] = deque()
         self._selector = selectors.DefaultSelector()
         self._wake_reader, self._wake_writer = socket.socketpair()
         self._wake_reader.setblocking(False)
+        self._wake_writer.setblocking(False)  # a worker never waits to wake the selector
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._serve, name="http", daemon=True)
 
@@ -382,9 +387,10 @@ class HttpServer:
                         self._accept()
                     elif key.fileobj is self._wake_reader:
                         with contextlib.suppress(OSError):
-                            self._wake_reader.recv(64)
+                            self._wake_reader.recv(4096)
                     else:
                         self._read(key.fileobj)  # type: ignore[arg-type]
+                self._dispatch()
                 self._expire(time.monotonic())
         except Exception:
             logger.exception("http: the server loop failed; /metrics, /status and /healthz are down")
@@ -434,11 +440,17 @@ class HttpServer:
         self._forget(connection)
         if not complete:
             _answer_now(connection, "431 Request Header Fields Too Large")
-        elif not self._in_flight.acquire(blocking=False):
-            _answer_now(connection, "503 Service Unavailable")
-        else:
+            return
+        if len(self._ready) >= self.max_waiting:
+            _answer_now(self._ready.popleft()[0], "503 Service Unavailable")
+        self._ready.append((connection, waiting.address, bytes(waiting.head)))
+
+    def _dispatch(self) -> None:
+        # A worker that finishes releases a slot and wakes the selector, which lands here.
+        while self._ready and self._in_flight.acquire(blocking=False):
+            connection, address, head = self._ready.popleft()
             try:
-                self._pool.submit(self._handle, connection, waiting.address, bytes(waiting.head))
+                self._pool.submit(self._handle, connection, address, head)
             except RuntimeError:  # the pool is shutting down
                 self._in_flight.release()
                 _close(connection)
@@ -457,6 +469,8 @@ class HttpServer:
                 connection.shutdown(socket.SHUT_WR)
             connection.close()
             self._in_flight.release()
+            with contextlib.suppress(OSError):
+                self._wake_writer.send(b"x")
 
     def _expire(self, now: float) -> None:
         while self._waiting:
@@ -483,5 +497,7 @@ class HttpServer:
         for connection in list(self._waiting):
             self._forget(connection)
             _close(connection)
+        while self._ready:
+            _close(self._ready.popleft()[0])
         self._selector.close()
         self._wake_reader.close()

@@ -119,6 +119,23 @@ def test_past_the_cap_the_longest_waiting_connection_is_dropped():
         server.stop()
 
 
+def test_a_burst_of_clients_is_answered_in_full(server: HttpServer):
+    answers: list[bytes] = []
+    barrier = threading.Barrier(200)
+
+    def client() -> None:
+        barrier.wait()
+        answers.append(raw_request(server, b"GET /healthz HTTP/1.0\r\n\r\n", timeout=60))
+
+    clients = [threading.Thread(target=client) for _ in range(200)]
+    for thread in clients:
+        thread.start()
+    for thread in clients:
+        thread.join()
+    assert len(answers) == 200
+    assert all(answer.startswith(b"HTTP/1.0 200 ") and answer.endswith(b"\r\n\r\nok\n") for answer in answers)
+
+
 def test_listen_backlog_is_at_least_128(server: HttpServer):
     listing = subprocess.run(
         ["ss", "-ltnH", f"sport = :{server.port}"], capture_output=True, text=True, check=True
