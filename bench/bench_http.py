@@ -82,6 +82,7 @@ def start_daemon(directory: Path, port: int, baseline_src: Path | None) -> subpr
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         env=environment,
+        cwd=directory,  # `-m` puts the working directory first on sys.path, before PYTHONPATH
     )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -122,7 +123,8 @@ def hold_idle(port: int, pid: int, connections: int, hold_seconds: float) -> dic
             elif index % 3 == 2:
                 connection.sendall(b"GET /metrics HTTP/1.1\r\nHost: bench\r\nX-Slow: ")
         opened_seconds = time.monotonic() - opened_at
-        while time.monotonic() - opened_at < hold_seconds:
+        # At least 5 scrapes, even when opening the connections took the whole hold (a backlog of 5).
+        while time.monotonic() - opened_at < hold_seconds or len(scrapes) + failures < 5:
             started = time.perf_counter()
             try:
                 response = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=30)
@@ -244,7 +246,7 @@ def main() -> None:
     arguments = parser.parse_args()
     figures = run(arguments.connections, arguments.hold_seconds, arguments.baseline_src)
     figures.append(("code", str(arguments.baseline_src or "this checkout")))
-    figures.append(("machine", f"{machine()}; load average {' '.join(map(str, os.getloadavg()))} at the end"))
+    figures.append(("machine", f"{machine()}; load average {' '.join(f'{load:.2f}' for load in os.getloadavg())} at the end"))
     print("| what | figure |")
     print("|---|---|")
     for name, figure in figures:
