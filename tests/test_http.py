@@ -8,6 +8,7 @@ figures (300 idle connections, /metrics within 1 s) are in bench/bench_http.py.
 
 from __future__ import annotations
 
+import shutil
 import socket
 import subprocess
 import threading
@@ -22,7 +23,7 @@ from prometheus_client import CollectorRegistry, Gauge
 
 from cloudplow import __version__
 from cloudplow.http import WORKERS, HttpServer, create_app, exposure_warning, http_url, is_loopback
-from tests.conftest import free_port, run_cli, write_config
+from tests.conftest import REPOSITORY, free_port, run_cli, write_config
 
 TOKEN = "planted-token-4c1d9e0b7a"
 BEARER = {"Authorization": f"Bearer {TOKEN}"}
@@ -292,3 +293,44 @@ def test_a_bad_token_is_refused_without_being_shown(tmp_path, quota_server):
     completed = run_cli(config, "check-config", timeout=30)
     assert completed.returncode == 2 and "server.token: expected text, got a list" in completed.stderr
     assert TOKEN not in completed.stdout + completed.stderr
+
+
+def commented_authorization(prometheus_yml: str) -> str:
+    """Return the `authorization:` example in the cloudplow job of prometheus.yml, uncommented."""
+    lines = prometheus_yml.splitlines()
+    start = lines.index("    # authorization:")
+    block = [lines[start]]
+    block += [line for line in lines[start + 1 : start + 3] if line.startswith("    #   ")]
+    assert len(block) == 3, block
+    return "\n".join("    " + line.removeprefix("    # ") for line in block) + "\n"
+
+
+@pytest.mark.integration
+def test_prometheus_scrapes_with_the_shipped_authorization_example(
+    tmp_path, quota_server, start_daemon, start_prometheus
+):
+    config, port = daemon_config(tmp_path, quota_server, {"token": TOKEN})
+    start_daemon(config, port)
+    shipped = (REPOSITORY / "prometheus" / "prometheus.yml").read_text(encoding="utf-8")
+    example = commented_authorization(shipped)
+    assert "credentials_file: /etc/prometheus/cloudplow.token" in example
+    token_file = tmp_path / "cloudplow.token"
+    token_file.write_text(TOKEN + "\n", encoding="utf-8")  # as `echo TOKEN > file` writes it
+    job = '      - targets: ["cloudplow:47949"]\n'
+    assert job in shipped
+    enabled = shipped.replace(job, job + example.replace("/etc/prometheus/cloudplow.token", str(token_file)))
+    prometheus_dir = tmp_path / "prometheus"
+    shutil.copytree(REPOSITORY / "prometheus" / "rules", prometheus_dir / "rules")
+    (prometheus_dir / "prometheus.yml").write_text(enabled, encoding="utf-8")
+
+    prometheus = start_prometheus(port, prometheus_dir=prometheus_dir)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        up = prometheus.query('up{job="cloudplow"}')
+        if up and up[0]["value"][1] == "1":
+            break
+        time.sleep(0.2)
+    targets = prometheus.api("targets", state="active")["activeTargets"]
+    assert up and up[0]["value"][1] == "1", targets
+    assert prometheus.query('cloudplow_build_info{job="cloudplow"}')
+    assert TOKEN not in prometheus.log()
