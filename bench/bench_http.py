@@ -246,7 +246,8 @@ def main() -> None:
     arguments = parser.parse_args()
     figures = run(arguments.connections, arguments.hold_seconds, arguments.baseline_src)
     figures.append(("code", str(arguments.baseline_src or "this checkout")))
-    figures.append(("machine", f"{machine()}; load average {' '.join(f'{load:.2f}' for load in os.getloadavg())} at the end"))
+    load = " ".join(f"{average:.2f}" for average in os.getloadavg())
+    figures.append(("machine", f"{machine()}; load average {load} at the end"))
     print("| what | figure |")
     print("|---|---|")
     for name, figure in figures:
