@@ -33,12 +33,16 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
+
+if TYPE_CHECKING:
+    from _typeshed import ReadableBuffer
 
 logger = logging.getLogger(__name__)
 
@@ -191,7 +195,7 @@ def _respond(
 WORKERS = 4  # threads that run the app; a scrape takes ~20 ms, so 4 keep up with many scrapers
 LISTEN_BACKLOG = 512  # connections the kernel queues before accept (a burst waits in it, not in SYN retries)
 REQUEST_TIMEOUT_SECONDS = 10.0  # from connect to a complete request head; then the connection is closed
-WRITE_TIMEOUT_SECONDS = 10.0  # each send of the response; a client that stops reading is dropped
+WRITE_TIMEOUT_SECONDS = 10.0  # the whole response; a client that reads too slowly is dropped
 MAX_HEAD_BYTES = 16 * 1024  # request line and headers; more is answered 431
 MAX_IN_FLIGHT = 16  # requests handed to the pool at once; the others wait, read, in the selector
 
@@ -277,17 +281,48 @@ class _BoundServer(WSGIServer):
 class _Handler(WSGIRequestHandler):
     """One request whose head the selector has already read; the response goes to the socket."""
 
-    def __init__(self, request: socket.socket, client_address: object, server: _BoundServer, head: bytes):
+    def __init__(
+        self,
+        request: socket.socket,
+        client_address: object,
+        server: _BoundServer,
+        head: bytes,
+        write_timeout_seconds: float,
+    ):
         self._head = head
+        self._write_timeout_seconds = write_timeout_seconds
         super().__init__(request, client_address, server)
 
     def setup(self) -> None:
         self.connection = self.request
         self.rfile = io.BytesIO(self._head)
-        self.wfile = self.connection.makefile("wb")
+        self.wfile = io.BufferedWriter(_DeadlineWriter(self.connection, self._write_timeout_seconds))
 
     def log_message(self, format: str, *args: object) -> None:
         logger.debug("http: " + format, *args)
+
+
+class _DeadlineWriter(io.RawIOBase):
+    """
+    Writes to a socket by sendall, all writes together within `seconds`: a
+    client that reads a byte now and then cannot keep a worker for longer
+    (a socket timeout alone restarts with every partial send).
+    """
+
+    def __init__(self, connection: socket.socket, seconds: float):
+        self._connection = connection
+        self._deadline = time.monotonic() + seconds
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: ReadableBuffer, /) -> int:
+        remaining_seconds = self._deadline - time.monotonic()
+        if remaining_seconds <= 0:
+            raise TimeoutError("the client did not read the response in time")
+        self._connection.settimeout(remaining_seconds)
+        self._connection.sendall(data)
+        return memoryview(data).nbytes
 
 
 @dataclass
@@ -458,8 +493,7 @@ class HttpServer:
     def _handle(self, connection: socket.socket, address: object, head: bytes) -> None:
         try:
             connection.setblocking(True)
-            connection.settimeout(self.write_timeout_seconds)
-            _Handler(connection, address, self._server, head)
+            _Handler(connection, address, self._server, head, self.write_timeout_seconds)
         except OSError as error:
             logger.debug("http: %s: %s", address, error)
         except Exception:

@@ -8,6 +8,7 @@ figures (300 idle connections, /metrics within 1 s) are in bench/bench_http.py.
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import socket
 import subprocess
@@ -103,6 +104,34 @@ def test_a_connection_without_a_complete_request_is_closed_at_the_timeout():
     finally:
         silent.close()
         partial.close()
+        server.stop()
+
+
+def test_a_client_that_does_not_read_its_response_loses_it_and_frees_the_worker():
+    registry = CollectorRegistry(auto_describe=False)
+    gauge = Gauge("cloudplow_test_series", "many series", ["name"], registry=registry)
+    for index in range(40_000):
+        gauge.labels(f"a-long-label-value-to-fill-the-socket-buffers-{index:06d}").set(index)
+    app = create_app(registry, dict, lambda: True)
+    server = HttpServer(app, "127.0.0.1", 0, workers=1, write_timeout_seconds=1.0).start()
+    stalled = socket.socket()
+    try:
+        stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        stalled.connect((server.host, server.port))
+        stalled.sendall(b"GET /metrics HTTP/1.0\r\n\r\n")
+        time.sleep(0.5)  # the only worker is now stuck writing to it
+        started = time.monotonic()
+        assert requests.get(server.url + "healthz", timeout=30).status_code == 200
+        assert time.monotonic() - started < 20
+        received = b""
+        stalled.settimeout(10)
+        with contextlib.suppress(ConnectionResetError):
+            while chunk := stalled.recv(65536):
+                received += chunk
+        assert received.startswith(b"HTTP/1.0 200 ")
+        assert len(received) < len(requests.get(server.url + "metrics", timeout=30).content)
+    finally:
+        stalled.close()
         server.stop()
 
 
