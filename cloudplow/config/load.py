@@ -252,12 +252,12 @@ class Config:
     hidden: tuple[HiddenFolder, ...] = ()
     # Syncers and movers as the uploaders the session runs (see Uploader.remote_source).
     jobs: Mapping[str, Uploader] = field(default_factory=lambda: FrozenMapping())
+    # A credential: kept out of repr, so a logged or printed Config never shows it.
+    server_token: str | None = field(default=None, repr=False)
 
     def pools(self) -> list[Uploader]:
         """Every uploader, syncer and mover, as the metrics and /status show them."""
         return [*self.uploaders.values(), *self.jobs.values()]
-    # A credential: kept out of repr, so a logged or printed Config never shows it.
-    server_token: str | None = field(default=None, repr=False)
 
 
 DEFAULT_ACCOUNT = Account("default", SecretEnv(), None)
