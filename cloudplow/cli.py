@@ -335,9 +335,14 @@ def _quota(config: Config, arguments: argparse.Namespace) -> int:
 
 def _daemon_status(config: Config) -> dict | None:
     """Return the running daemon's /status, or None when no daemon answers."""
-    host = "127.0.0.1" if config.server_host in ("0.0.0.0", "::", "") else config.server_host  # noqa: S104
+    host = "127.0.0.1" if config.server_host in ("0.0.0.0", "") else config.server_host  # noqa: S104
+    host = "::1" if host == "::" else host
+    shown_host = f"[{host}]" if ":" in host else host
+    headers = {"Authorization": f"Bearer {config.server_token}"} if config.server_token else {}
     try:
-        response = requests.get(f"http://{host}:{config.server_port}/status", timeout=3)
+        response = requests.get(
+            f"http://{shown_host}:{config.server_port}/status", headers=headers, timeout=3
+        )
         response.raise_for_status()
         document = response.json()
     except (requests.RequestException, ValueError):

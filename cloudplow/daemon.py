@@ -25,11 +25,11 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 from prometheus_client import CollectorRegistry, ProcessCollector
 
-from cloudplow import events
+from cloudplow import __version__, events
 from cloudplow.clean import CleanResult, clean_folder
 from cloudplow.config import Config, Uploader
 from cloudplow.events import Event, Listener
-from cloudplow.http import HttpServer, create_app
+from cloudplow.http import HttpServer, create_app, exposure_warning, http_url
 from cloudplow.jobs import movers_after, run_job
 from cloudplow.ledger import Ledger
 from cloudplow.live import LiveState
@@ -139,8 +139,11 @@ class Daemon:
 
     def start(self) -> None:
         """Listen, then schedule the checks (the first one at once). Raise OSError if the port is taken."""
-        app = create_app(self.registry, self.status, self.healthy)
+        app = create_app(self.registry, self.status, self.healthy, token=self.config.server_token)
         self.http = HttpServer(app, self.config.server_host, self.config.server_port).start()
+        warning = exposure_warning(self.http.host, self.config.server_token)
+        if warning:
+            logger.warning("%s", warning)
         for uploader in self.config.uploaders.values():
             self.scheduler.add_job(
                 self.check,
@@ -173,14 +176,15 @@ class Daemon:
             if uploader.check.watch:
                 self._watch(uploader)
         logger.info(
-            "cloudplow %s: checking %s; metrics, status and health on http://%s:%d/",
+            "cloudplow %s (rclone %s): checking %s; metrics, status and health on %s%s",
+            __version__,
             self.rclone_version,
             ", ".join(
                 f"{name} every {format_duration(uploader.check.interval_seconds)}"
                 for name, uploader in self.config.uploaders.items()
             ),
-            self.http.host,
-            self.http.port,
+            self.http.url,
+            " (/metrics and /status need the bearer token)" if self.config.server_token else "",
         )
 
     def _watch(self, uploader: Uploader) -> None:
@@ -368,7 +372,8 @@ def run_daemon(config: Config) -> int:
     except OSError as error:
         daemon.stop()
         raise SessionError(
-            f"server: cannot listen on {config.server_host}:{config.server_port}: {error.strerror or error}"
+            f"server: cannot listen on {http_url(config.server_host, config.server_port)}:"
+            f" {error.strerror or error}"
         ) from error
     while not stop_requested.wait(1.0):
         pass

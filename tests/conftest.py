@@ -227,8 +227,15 @@ def rclone_processes_for(state_dir: Path) -> list[int]:
 class DaemonProcess:
     """`cloudplow run` as a subprocess, its output in files, its HTTP server on 127.0.0.1:port."""
 
-    def __init__(self, config: Path, port: int, log_prefix: Path, arguments: tuple[str, ...] = ()):
-        self.url = f"http://127.0.0.1:{port}"
+    def __init__(
+        self,
+        config: Path,
+        port: int,
+        log_prefix: Path,
+        arguments: tuple[str, ...] = (),
+        host: str = "127.0.0.1",
+    ):
+        self.url = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
         self.state_dir = config.parent / yaml.safe_load(config.read_text(encoding="utf-8"))["state_dir"]
         self.stdout_path = log_prefix.with_suffix(".stdout")
         self.stderr_path = log_prefix.with_suffix(".stderr")
@@ -291,8 +298,8 @@ def start_daemon(tmp_path: Path) -> Iterator[Callable[..., DaemonProcess]]:
     """Start `cloudplow run` subprocesses (ready on /healthz); stop every one by its pid afterwards."""
     started: list[DaemonProcess] = []
 
-    def start(config: Path, port: int, *arguments: str) -> DaemonProcess:
-        daemon = DaemonProcess(config, port, tmp_path / f"daemon-{len(started)}", arguments)
+    def start(config: Path, port: int, *arguments: str, host: str = "127.0.0.1") -> DaemonProcess:
+        daemon = DaemonProcess(config, port, tmp_path / f"daemon-{len(started)}", arguments, host)
         started.append(daemon)
         daemon.wait_ready()
         return daemon

@@ -254,6 +254,8 @@ class Config:
     hidden: tuple[HiddenFolder, ...] = ()
     # Syncers and movers as the uploaders the session runs (see Uploader.remote_source).
     jobs: Mapping[str, Uploader] = field(default_factory=lambda: FrozenMapping())
+    # A credential: kept out of repr, so a logged or printed Config never shows it.
+    server_token: str | None = field(default=None, repr=False)
 
     def pools(self) -> list[Uploader]:
         """Every uploader, syncer and mover, as the metrics and /status show them."""
@@ -371,6 +373,7 @@ def load_config(path: Path) -> Config:
             for entry in values["hidden"] or ()
         ),
         jobs=FrozenMapping(_job_uploaders(syncers, movers, uploaders, state_dir)),
+        server_token=server["token"],
     )
 
 
@@ -380,12 +383,14 @@ def summarize(config: Config) -> str:
     `cloudplow check-config` prints). Account env values and values of
     secret-looking rclone flags are masked.
     """
+    host = f"[{config.server_host}]" if ":" in config.server_host else config.server_host
     lines = [
         f"config:    {config.path}",
         f"rclone:    {config.rclone_binary or 'bundled rclone (else rclone on PATH)'}",
         f"rclone.conf: {config.rclone_config or 'rclone default'}",
         f"state_dir: {config.state_dir}",
-        f"server:    http://{config.server_host}:{config.server_port} (/metrics, /status, /healthz)",
+        f"server:    http://{host}:{config.server_port} (/metrics, /status, /healthz)",
+        f"server.token: {MASK if config.server_token else 'none (/metrics and /status answer anyone)'}",
     ]
     for uploader in config.uploaders.values():
         lines.append("")
@@ -900,6 +905,9 @@ def _parse_secret(key: Key, value: Any, path: str, context: _Context) -> Any:
     # A credential: the error says what kind of value it got, never the value.
     if isinstance(value, bool) or not isinstance(value, str | int) or not str(value).strip():
         context.error(path, f"expected text, got {_describe_type(value) if value != '' else 'nothing'}")
+        return _INVALID
+    if key.pattern and not re.fullmatch(key.pattern, str(value)):
+        context.error(path, f"use {key.pattern_doc} (value not shown)")
         return _INVALID
     return str(value)
 

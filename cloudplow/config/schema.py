@@ -134,6 +134,18 @@ SERVER = Key(
             default="127.0.0.1",
         ),
         Key("port", "int", "TCP port, 1 to 65535.", default=47949, minimum=1, maximum=65535),
+        Key(
+            "token",
+            "secret",
+            "Bearer token that /metrics and /status require (Authorization: Bearer <token>); "
+            "/healthz stays open. Set it when host is not a loopback address (cloudplow warns "
+            "otherwise); Prometheus sends it with authorization: {credentials_file: ...}. "
+            "A secret: never logged or shown. Make one with: openssl rand -hex 32",
+            example="replace-with-openssl-rand-hex-32",
+            pattern=r"[!-~]{16,}",
+            pattern_doc="at least 16 printable ASCII characters, no spaces",
+            commented=True,
+        ),
     ),
 )
 
