@@ -341,6 +341,12 @@ def _convert_dashboard(dashboard: Mapping[str, Any], migration: Migration) -> No
         return
     path = "dashboard"
     _unknown_keys(dashboard, ("enabled", "host", "port", "refresh_interval", "debug"), path, migration)
+    for key in ("refresh_interval", "debug"):
+        if key in dashboard:
+            migration.drop(f"{path}.{key}", "the fork's dashboard is replaced by /status and Grafana")
+    if not _flag(dashboard, "enabled", path, migration):
+        migration.drop(path, "disabled in the old file: the server keeps its defaults (127.0.0.1:47949)")
+        return
     server: dict[str, Any] = {}
     host = _text(dashboard, "host", path, migration)
     if host is not None:
@@ -353,14 +359,12 @@ def _convert_dashboard(dashboard: Mapping[str, Any], migration: Migration) -> No
             migration.drop(f"{path}.port", "not a TCP port (1 to 65535); cloudplow's default is used")
     if server:
         migration.document["server"] = server
+        exposed = host not in (None, "127.0.0.1", "::1", "localhost")
         migration.change(
             path,
-            "the dashboard's host and port serve cloudplow's /metrics, /status and /healthz; "
-            "graphs are in the Grafana dashboards",
+            "server.host/port: they serve /metrics, /status and /healthz"
+            + ("; this host is reachable from the network" if exposed else ""),
         )
-    for key in ("enabled", "refresh_interval", "debug"):
-        if key in dashboard:
-            migration.drop(f"{path}.{key}", "the server always runs with the daemon; no such setting")
 
 
 def _convert_uploaders(

@@ -508,3 +508,17 @@ def test_account_names_follow_the_loaded_configuration(old_setup) -> None:
 
     assert account_for_key_file(uploader, "/elsewhere/sa2.json") == "sa2"
     assert account_for_key_file(None, "/elsewhere/sa7.json") == "sa7"
+
+
+def test_the_forks_dashboard_becomes_the_server_only_when_it_was_enabled() -> None:
+    base = {"remotes": {"a": {"upload_folder": "/x", "upload_remote": "r:/x"}}, "uploader": {"a": {}}}
+
+    enabled = convert(
+        {**base, "dashboard": {"enabled": True, "host": "0.0.0.0", "port": 8080, "debug": False}}
+    )
+    disabled = convert({**base, "dashboard": {"enabled": False, "host": "0.0.0.0", "port": 8080}})
+
+    assert enabled.document["server"] == {"host": "0.0.0.0", "port": 8080}
+    assert any("reachable from the network" in note.reason for note in enabled.notes)
+    assert "server" not in disabled.document
+    assert {note.key for note in disabled.notes} == {"dashboard"}
