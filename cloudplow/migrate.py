@@ -586,7 +586,12 @@ def _convert_flags(
         if value is None or value is True:
             flags[flag] = True
         elif value is False:
-            flags[flag] = False
+            # Old cloudplow passed --flag=False; rclone_flags can only leave a flag out.
+            migration.drop(
+                flag_path,
+                "false: cloudplow cannot pass --flag=false, only leave the flag out; "
+                "if rclone's default for it is true, it now stays on",
+            )
         elif isinstance(value, int | float | str):
             flags[flag] = value
         else:
@@ -1140,6 +1145,10 @@ def migrate(
     """
     now = time.time() if now is None else now
     out = sys.stdout if out is None else out
+    if output.absolute() == old_path.absolute() or (
+        output.exists() and old_path.exists() and output.samefile(old_path)
+    ):
+        raise MigrateError(f"{output}: is the old file itself; give --output another path")
     old = read_old_config(old_path)
     cache = read_quota_cache(quota_cache) if quota_cache is not None else None
     migration = convert(old)

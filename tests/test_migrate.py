@@ -522,3 +522,30 @@ def test_the_forks_dashboard_becomes_the_server_only_when_it_was_enabled() -> No
     assert any("reachable from the network" in note.reason for note in enabled.notes)
     assert "server" not in disabled.document
     assert {note.key for note in disabled.notes} == {"dashboard"}
+
+
+def test_a_false_flag_is_reported_not_silently_dropped() -> None:
+    migration = convert(
+        {
+            "remotes": {
+                "a": {"upload_folder": "/x", "upload_remote": "r:/x", "rclone_extras": {"--x": False}}
+            },
+            "uploader": {"a": {}},
+        }
+    )
+
+    assert "rclone_flags" not in migration.document["uploaders"]["a"]
+    (note,) = [note for note in migration.notes if note.key == "remotes.a.rclone_extras.--x"]
+    assert "cannot pass --flag=false" in note.reason and not note.mapped
+
+
+def test_the_old_file_is_never_overwritten(old_setup, capsys) -> None:
+    old_path = old_setup["old_path"]
+    before = old_path.read_text()
+
+    assert cli.main(["migrate-config", str(old_path), "--output", str(old_path), "--force"]) == 2
+    assert (
+        capsys.readouterr().err
+        == f"cloudplow: {old_path}: is the old file itself; give --output another path\n"
+    )
+    assert old_path.read_text() == before
