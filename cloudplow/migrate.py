@@ -80,6 +80,7 @@ import json
 import math
 import os
 import re
+import sqlite3
 import sys
 import tempfile
 import time
@@ -1176,10 +1177,16 @@ def migrate(
             print("quota cache: not imported; it needs a configuration that passes check-config", file=out)
         return 1
     if cache is not None:
-        with Ledger.in_state_dir(config.state_dir) as ledger:
-            imported = import_quota_cache(
-                cache, config, ledger, migration.uploader_names, now=now, notes=migration.notes
-            )
+        try:
+            with Ledger.in_state_dir(config.state_dir) as ledger:
+                imported = import_quota_cache(
+                    cache, config, ledger, migration.uploader_names, now=now, notes=migration.notes
+                )
+        except (OSError, sqlite3.Error) as error:
+            raise MigrateError(
+                f"{config.state_dir}: {output} was written, but the quota cache could not be recorded"
+                f" in the ledger ({getattr(error, 'strerror', None) or error}); nothing imported"
+            ) from None
         for usage in imported:
             print(
                 f"quota: {usage.uploader}/{usage.account}: {format_size(usage.used_bytes)} used, frees in "

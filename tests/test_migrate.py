@@ -549,3 +549,20 @@ def test_the_old_file_is_never_overwritten(old_setup, capsys) -> None:
         == f"cloudplow: {old_path}: is the old file itself; give --output another path\n"
     )
     assert old_path.read_text() == before
+
+
+def test_an_unwritable_state_dir_is_one_line(old_setup, capsys) -> None:
+    cache_path = old_setup["root"] / "sa_quota_cache.json"
+    cache_path.write_text(json.dumps({"google": {"sa1.json": {"bytes": 1, "reset_time": time.time() + 60}}}))
+    (old_setup["root"] / "state/cloudplow.sqlite3").mkdir(parents=True)  # a folder where the ledger goes
+    output = old_setup["root"] / "config.yaml"
+
+    arguments = ["migrate-config", str(old_setup["old_path"]), "--output", str(output)]
+    exit_code = cli.main([*arguments, "--quota-cache", str(cache_path)])
+
+    err = capsys.readouterr().err
+    assert exit_code == 2 and err.count("\n") == 1
+    assert err.startswith(
+        f"cloudplow: {old_setup['root'] / 'state'}: {output} was written, but the quota cache"
+    )
+    assert output.exists()
