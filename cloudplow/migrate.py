@@ -549,7 +549,6 @@ def _convert_schedule(schedule: Mapping[str, Any], path: str, migration: Migrati
     if start == end:
         migration.drop(path, "allowed_from equals allowed_until; no schedule")
         return None
-    migration.change(path, "schedule.from/until; it applies to every scheduled check, as before")
     return {"from": start, "until": end}
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import random
 import stat
 import time
 from pathlib import Path
@@ -566,3 +567,31 @@ def test_an_unwritable_state_dir_is_one_line(old_setup, capsys) -> None:
         f"cloudplow: {old_setup['root'] / 'state'}: {output} was written, but the quota cache"
     )
     assert output.exists()
+
+
+def test_the_throttle_table_gives_every_stream_count_the_old_rate() -> None:
+    generator = random.Random(7)
+    for _ in range(200):
+        keys = generator.sample(range(0, 9), generator.randint(1, 6))
+        speeds = {str(key): f"{generator.randint(1, 99)}M" for key in keys}
+        first = generator.randint(1, 10)
+        migration = convert(
+            {
+                "remotes": {"a": {"upload_folder": "/x", "upload_remote": "r:/x"}},
+                "uploader": {"a": {}},
+                "plex": {"enabled": True, "url": "http://127.0.0.1:32400", "token": "t",
+                         "max_streams_before_throttle": first, "rclone": {"throttle_speeds": speeds}},
+            }
+        )  # fmt: skip
+        table = migration.document["media_servers"][0]["throttle"]
+        for streams in range(0, 14):
+            # Old cloudplow: unthrottled below the threshold, else the exact key or the nearest one.
+            if streams < first:
+                old_rate = None
+            elif str(streams) in speeds:
+                old_rate = speeds[str(streams)]
+            else:
+                old_rate = speeds[min(speeds, key=lambda key: abs(int(key) - streams))]
+            steps = [key for key in table if key <= streams]
+            new_rate = table[max(steps)] if steps else None
+            assert new_rate == old_rate, (speeds, first, streams, table)
