@@ -25,8 +25,8 @@ from cloudplow.daemon import check_triggers, run_daemon
 from cloudplow.jobs import movers_after, run_job
 from cloudplow.ledger import Ledger
 from cloudplow.live import LiveState
-from cloudplow.rclone import execute
 from cloudplow.migrate import MigrateError, migrate
+from cloudplow.rclone import execute
 from cloudplow.session import (
     EXIT_FAILURES,
     EXIT_OK,

@@ -121,6 +121,8 @@ class Migration:
     document: dict[str, Any]
     notes: list[Note] = field(default_factory=list)
     uploader_names: dict[str, str] = field(default_factory=dict)  # old uploader name -> new
+    # Uploaders, movers and syncers share one ledger and metrics namespace: their names must differ.
+    names_taken: set[str] = field(default_factory=set)
 
     def drop(self, key: str, reason: str) -> None:
         self.notes.append(Note(key, reason, mapped=False))
@@ -372,8 +374,8 @@ def _convert_uploaders(
     uploaders: Mapping[str, Any], remotes: Mapping[str, Any], migration: Migration
 ) -> None:
     converted: dict[str, Any] = {}
-    movers: dict[str, Any] = {}
-    taken: set[str] = set()
+    pending_movers: list[tuple[str, str, dict[str, str]]] = []
+    taken = migration.names_taken
     for old_name, section in uploaders.items():
         path = f"uploader.{old_name}"
         if not isinstance(section, dict):
@@ -395,9 +397,15 @@ def _convert_uploaders(
         converted[name] = uploader
         mover = _convert_mover(name, _mapping(section, "mover", migration, path), f"{path}.mover", migration)
         if mover is not None:
-            movers[name] = mover
+            pending_movers.append((name, f"{path}.mover", mover))
     if converted:
         migration.document["uploaders"] = converted
+    movers: dict[str, Any] = {}
+    for uploader_name, mover_path, mover in pending_movers:
+        # Named after its uploader, but not the same name: uploaders and movers share the ledger.
+        mover_name = new_name(f"{uploader_name}-mover", taken)
+        migration.change(mover_path, f"movers.{mover_name}, after uploader {uploader_name}")
+        movers[mover_name] = mover
     if movers:
         migration.document["movers"] = movers
 
@@ -897,7 +905,7 @@ def _google_chat_url(entry: Mapping[str, Any], path: str, migration: Migration) 
 
 def _convert_syncers(syncers: Mapping[str, Any], remotes: Mapping[str, Any], migration: Migration) -> None:
     converted: dict[str, Any] = {}
-    taken = set(migration.document.get("uploaders", {}))
+    taken = migration.names_taken
     for old_name, section in syncers.items():
         path = f"syncer.{old_name}"
         if not isinstance(section, dict):

@@ -282,7 +282,8 @@ def test_every_section_converts_to_a_config_that_means_the_same(old_setup, capsy
     assert syncer.interval_seconds == 24 * 3600 and syncer.transfers == 16
     assert syncer.rclone_flags == ("--bwlimit", "80M", "--checkers", "32")
 
-    mover = config.movers["google"]
+    assert list(config.movers) == ["google-mover"]
+    mover = config.movers["google-mover"]
     assert (mover.source, mover.destination, mover.after) == ("staging:Media", "gdrive:Media", "google")
 
     # Every key left out is listed with its reason.
@@ -319,7 +320,7 @@ def test_the_converted_file_passes_check_config_in_a_real_process(old_setup) -> 
     assert_no_secret(completed.stdout + completed.stderr)
     checked = run_cli(output, "check-config")
     assert checked.returncode == 0, checked.stderr
-    assert "uploader google:" in checked.stdout and "mover google:" in checked.stdout
+    assert "uploader google:" in checked.stdout and "mover google-mover:" in checked.stdout
     assert_no_secret(checked.stdout + checked.stderr)
 
 
