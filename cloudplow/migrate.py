@@ -1160,6 +1160,7 @@ def migrate(
     old = read_old_config(old_path)
     cache = read_quota_cache(quota_cache) if quota_cache is not None else None
     migration = convert(old)
+    _drop_missing_binary(migration)
     if not migration.document.get("uploaders"):
         _print_notes(migration.notes, out)
         raise MigrateError(f"{old_path}: no uploader could be converted (see above); nothing written")
@@ -1204,6 +1205,20 @@ def migrate(
     _print_notes(migration.notes, out)
     print(f"check-config: {output} passes", file=out)
     return 0
+
+
+def _drop_missing_binary(migration: Migration) -> None:
+    """Leave out an rclone binary this machine lacks: the rclone installed with cloudplow serves."""
+    rclone = migration.document.get("rclone", {})
+    binary = rclone.get("binary")
+    if binary is not None and os.path.isabs(binary) and not os.path.exists(binary):
+        del rclone["binary"]
+        if not rclone:
+            del migration.document["rclone"]
+        migration.change(
+            "core.rclone_binary_path",
+            "no such file here; left out, so cloudplow runs the rclone installed with it",
+        )
 
 
 def _print_notes(notes: Sequence[Note], out: TextIO) -> None:

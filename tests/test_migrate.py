@@ -596,3 +596,14 @@ def test_the_throttle_table_gives_every_stream_count_the_old_rate() -> None:
             steps = [key for key in table if key <= streams]
             new_rate = table[max(steps)] if steps else None
             assert new_rate == old_rate, (speeds, first, streams, table)
+
+
+def test_an_rclone_binary_missing_here_falls_back_to_the_bundled_one(old_setup, capsys) -> None:
+    old = old_setup["old"]
+    old["core"]["rclone_binary_path"] = str(old_setup["root"] / "no/rclone")
+    old_setup["old_path"].write_text(json.dumps(old))
+    output = old_setup["root"] / "config.yaml"
+
+    assert cli.main(["migrate-config", str(old_setup["old_path"]), "--output", str(output)]) == 0
+    assert "  core.rclone_binary_path: no such file here" in capsys.readouterr().out
+    assert load_config(output).rclone_binary is None
