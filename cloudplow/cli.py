@@ -14,6 +14,7 @@ import sys
 import time
 from collections.abc import Sequence
 from datetime import datetime
+from pathlib import Path
 
 import requests
 
@@ -24,6 +25,7 @@ from cloudplow.daemon import check_triggers, run_daemon
 from cloudplow.jobs import movers_after, run_job
 from cloudplow.ledger import Ledger
 from cloudplow.live import LiveState
+from cloudplow.migrate import MigrateError, migrate
 from cloudplow.rclone import execute
 from cloudplow.session import (
     EXIT_FAILURES,
@@ -86,6 +88,23 @@ def build_parser() -> argparse.ArgumentParser:
     sync.add_argument("names", nargs="*", metavar="NAME", help="syncers (default: all)")
 
     commands.add_parser("clean", help="delete on the remotes what unionfs-fuse whiteouts (hidden) hide")
+
+    migrate = commands.add_parser(
+        "migrate-config",
+        help="convert an old cloudplow config.json into config.yaml (and its quota cache into the ledger)",
+        description="Exit 0: written and passes check-config; 1: written, with problems listed to fix; "
+        "2: nothing written (unreadable input, or the output exists without --force).",
+    )
+    migrate.add_argument("old_config", metavar="OLD.json", help="the old cloudplow's config.json")
+    migrate.add_argument(
+        "--quota-cache", metavar="FILE", help="the staged fork's sa_quota_cache.json: usage to carry over"
+    )
+    migrate.add_argument(
+        "--output",
+        metavar="PATH",
+        help="where to write (default: --config, $CLOUDPLOW_CONFIG, else ./config.yaml)",
+    )
+    migrate.add_argument("--force", action="store_true", help="overwrite the output if it exists")
     return parser
 
 
@@ -100,10 +119,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     logging.getLogger("urllib3").setLevel(logging.WARNING)
     try:
+        if arguments.command == "migrate-config":
+            return _migrate_config(arguments)
         config = load_config(default_config_path(arguments.config, os.environ))
         handler = _COMMANDS[arguments.command]
         return handler(config, arguments)
-    except (ConfigError, UsageError) as error:
+    except (ConfigError, UsageError, MigrateError) as error:
         print(f"cloudplow: {error}", file=sys.stderr)
         return EXIT_USAGE
     except SessionError as error:
@@ -408,6 +429,17 @@ def _status(config: Config, arguments: argparse.Namespace) -> int:
             _print_table(rows)
         _print_table(_account_rows(uploader["accounts"], now))
     return EXIT_OK
+
+
+def _migrate_config(arguments: argparse.Namespace) -> int:
+    """Run migrate-config: it reads no cloudplow configuration, it writes one."""
+    output = Path(arguments.output).expanduser() if arguments.output else None
+    return migrate(
+        Path(arguments.old_config).expanduser(),
+        output or default_config_path(arguments.config, os.environ),
+        quota_cache=Path(arguments.quota_cache).expanduser() if arguments.quota_cache else None,
+        force=arguments.force,
+    )
 
 
 def _print_table(rows: Sequence[Sequence[str]]) -> None:

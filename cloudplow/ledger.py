@@ -422,6 +422,26 @@ class Ledger(AccountingLedger):
             )
             _increment(cursor, uploader, "limit_hits", 1, account=account)
 
+    # Imported usage is one synthetic file row: no session, no path, so only the quota sums see it.
+    IMPORTED_PATH = ""
+
+    def import_usage(self, account: str, *, uploader: str, size: int, at: float) -> None:
+        """
+        Record `size` bytes as uploaded by `account` at `at`, from outside cloudplow (the
+        old cloudplow's quota cache): the rolling window counts them until `at` + window.
+        Replaces what an earlier import recorded for this account and uploader.
+        """
+        with self._transaction() as cursor:
+            cursor.execute(
+                "DELETE FROM files WHERE session_id=0 AND path=? AND account=? AND uploader=?",
+                (self.IMPORTED_PATH, account, uploader),
+            )
+            cursor.execute(
+                "INSERT INTO files (session_id, stage_id, uploader, account, path, size, started_at,"
+                " ended_at, outcome, error) VALUES (0, 0, ?, ?, ?, ?, ?, ?, 'uploaded', 'imported')",
+                (uploader, account, self.IMPORTED_PATH, size, at, at),
+            )
+
     # --- reading ---------------------------------------------------------------------
 
     def usage(self, accounts: Sequence[str], *, now: float, window_seconds: float) -> list[Usage]:
