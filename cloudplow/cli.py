@@ -17,9 +17,11 @@ from datetime import datetime
 
 import requests
 
-from cloudplow import __version__
+from cloudplow import __version__, events
 from cloudplow.config import Config, ConfigError, Uploader, default_config_path, load_config, summarize
 from cloudplow.daemon import check_triggers, run_daemon
+from cloudplow.events import Event
+from cloudplow.integrations import Integrations, integrations_for
 from cloudplow.ledger import Ledger
 from cloudplow.live import LiveState
 from cloudplow.session import (
@@ -28,6 +30,7 @@ from cloudplow.session import (
     EXIT_OUT_OF_QUOTA,
     EXIT_USAGE,
     SessionError,
+    UploaderBusy,
     plan_for,
     reports_now,
     run_session,
@@ -127,6 +130,20 @@ def _upload(config: Config, arguments: argparse.Namespace) -> int:
             for uploader in uploaders:
                 _print_plan(config, uploader, ledger, as_json=False)
         return EXIT_OK
+    integrations = integrations_for(config).start()
+    try:
+        exit_codes = _upload_each(config, uploaders, arguments, integrations)
+    finally:
+        integrations.close()
+    for worst in (EXIT_FAILURES, EXIT_OUT_OF_QUOTA):
+        if worst in exit_codes:
+            return worst
+    return EXIT_OK
+
+
+def _upload_each(
+    config: Config, uploaders: Sequence[Uploader], arguments: argparse.Namespace, integrations: Integrations
+) -> list[int]:
     exit_codes = []
     with Ledger.in_state_dir(config.state_dir) as ledger:
         for uploader in uploaders:
@@ -137,17 +154,30 @@ def _upload(config: Config, arguments: argparse.Namespace) -> int:
                 if not decision.fire:
                     continue
                 trigger = decision.reason
-            result = run_session(config, uploader, ledger, trigger=trigger)
+            try:
+                result = run_session(
+                    config,
+                    uploader,
+                    ledger,
+                    trigger=trigger,
+                    listeners=integrations.listeners,
+                    rate_limit=integrations.rate_limit_for(uploader),
+                )
+            except SessionError as error:
+                if isinstance(error, UploaderBusy):
+                    raise
+                events.announce(
+                    integrations.listeners,
+                    Event(events.SESSION_FAILED, uploader.name, time.time(), {"message": str(error)}),
+                )
+                raise
             print(
                 f"{uploader.name}: exit {result.exit_code}: {result.message}. Uploaded"
                 f" {result.uploaded_files} file(s), {format_size(result.uploaded_bytes)} in"
                 f" {result.stages} stage(s); {result.left_files} file(s) left."
             )
             exit_codes.append(result.exit_code)
-    for worst in (EXIT_FAILURES, EXIT_OUT_OF_QUOTA):
-        if worst in exit_codes:
-            return worst
-    return EXIT_OK
+    return exit_codes
 
 
 def _print_plan(config: Config, uploader: Uploader, ledger: Ledger, *, as_json: bool) -> dict:

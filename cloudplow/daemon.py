@@ -29,6 +29,7 @@ from cloudplow import events
 from cloudplow.config import Config, Uploader
 from cloudplow.events import Event, Listener
 from cloudplow.http import HttpServer, create_app
+from cloudplow.integrations import Integrations, integrations_for
 from cloudplow.ledger import Ledger
 from cloudplow.live import LiveState
 from cloudplow.metrics import CloudplowCollector
@@ -89,11 +90,17 @@ class Daemon:
     """The scheduler, its checks and the HTTP server, sharing one ledger and one live state."""
 
     def __init__(
-        self, config: Config, *, clock: Callable[[], float] = time.time, listeners: Sequence[Listener] = ()
+        self,
+        config: Config,
+        *,
+        clock: Callable[[], float] = time.time,
+        listeners: Sequence[Listener] = (),
+        integrations: Integrations | None = None,
     ):
         self.config = config
         self.clock = clock
-        self.listeners = tuple(listeners)
+        self.integrations = integrations or Integrations()
+        self.listeners = (*listeners, *self.integrations.listeners)
         try:
             self.binary = execute.find_rclone(config.rclone_binary)
             self.rclone_version = command.version(self.binary)
@@ -121,10 +128,13 @@ class Daemon:
                 clock=clock,
             )
         )
+        for collector in self.integrations.collectors:
+            self.registry.register(collector)
         self.http: HttpServer | None = None
 
     def start(self) -> None:
         """Listen, then schedule the checks (the first one at once). Raise OSError if the port is taken."""
+        self.integrations.start()
         app = create_app(self.registry, self.status, self.healthy)
         self.http = HttpServer(app, self.config.server_host, self.config.server_port).start()
         for uploader in self.config.uploaders.values():
@@ -160,6 +170,7 @@ class Daemon:
             now=self.clock(),
             source="daemon",
             rclone_version=self.rclone_version,
+            integrations=self.integrations.status(self.config),
         )
 
     def _next_check_at(self, name: str, started_at: float) -> float:
@@ -206,6 +217,7 @@ class Daemon:
                 binary=self.binary,
                 clock=self.clock,
                 listeners=self.listeners,
+                rate_limit=self.integrations.rate_limit_for(uploader),
             )
         except UploaderBusy as busy:
             logger.info("%s: check: %s", name, busy)
@@ -239,6 +251,7 @@ class Daemon:
                 logger.warning("a session did not end within %.0f s of the stop request", timeout_seconds)
         if self.http is not None:
             self.http.stop()
+        self.integrations.close()
         self.ledger.close()
 
 
@@ -252,7 +265,7 @@ def run_daemon(config: Config) -> int:
 
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
-    daemon = Daemon(config)
+    daemon = Daemon(config, integrations=integrations_for(config))
     try:
         daemon.start()
     except OSError as error:
