@@ -308,6 +308,14 @@ def _status(config: Config, arguments: argparse.Namespace) -> int:
         return EXIT_OK
     origin = "running daemon" if document["source"] == "daemon" else "state directory; no daemon answered"
     print(f"cloudplow {document['version']} (from the {origin})")
+    throttle = document.get("throttle")
+    if throttle:
+        rate = throttle["rate_bytes"]
+        servers = ", ".join(
+            f"{server['name']} {server['streams']} ({server['state']})" for server in throttle["servers"]
+        )
+        shown = f"{format_size(rate)}/s" if rate else "unlimited"
+        print(f"throttle: {throttle['streams']} active stream(s), uploads {shown}; {servers}")
     for name, uploader in document["uploaders"].items():
         queue = uploader["queue"]
         queued = (

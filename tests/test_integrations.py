@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import yaml
 
-from tests.conftest import free_port, make_source, metric, write_config
+from tests.conftest import free_port, make_source, metric, run_cli, write_config
 from tests.fake_media import FakeSession
 from tests.test_notifications import Sink
 
@@ -56,6 +56,12 @@ def test_the_daemon_counts_streams_shows_the_throttle_and_notifies(
         assert metric(samples, "cloudplow_throttle_rate_bytes", uploader="media") == 50 * 2**20
         assert metric(samples, "cloudplow_notifications_sent_total") == 1
         assert metric(samples, "cloudplow_notifications_failed_total") == 0
+
+        shown_status = run_cli(config, "status")
+        assert shown_status.returncode == 0, shown_status.stderr
+        assert (
+            f"throttle: 2 active stream(s), uploads 52.43 MB/s; {shown['name']} 2 (ok)" in shown_status.stdout
+        )
 
         plex.stop()  # the server goes down: after three failed polls its streams no longer count
 

@@ -34,8 +34,8 @@ these servers can be installed here, so the tests serve these shapes):
 A stream counts when it plays (not paused); with `ignore_local`, not when it
 comes from the home network: Plex's `Session.location == "lan"` or
 `Player.local == "1"`, or (every kind) an address in LOCAL_NETWORKS
-(loopback, RFC 1918, link-local, IPv6 unique-local). The token travels only in a header, never in a URL, so no log
-line or error can show it.
+(loopback, RFC 1918, link-local, IPv6 unique-local). The token travels only
+in a header, never in a URL, so no log line or error can show it.
 """
 
 from __future__ import annotations
