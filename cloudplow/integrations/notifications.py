@@ -245,6 +245,8 @@ class Notifier:
         self.failed_total = 0
         self._lock = threading.Lock()
         self._outbox: queue.Queue[Message | None] = queue.Queue()
+        # apprise's debug lines name the services' URLs, which hold tokens: keep them out of -v logs.
+        logging.getLogger("apprise").setLevel(max(logging.WARNING, logging.getLogger("apprise").level))
         self._thread = threading.Thread(target=self._run, name="notifications", daemon=True)
         self._thread.start()
 
