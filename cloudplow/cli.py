@@ -18,10 +18,12 @@ from pathlib import Path
 
 import requests
 
-from cloudplow import __version__
+from cloudplow import __version__, events
 from cloudplow.clean import clean_hidden
 from cloudplow.config import Config, ConfigError, Uploader, default_config_path, load_config, summarize
 from cloudplow.daemon import check_triggers, run_daemon
+from cloudplow.events import Event
+from cloudplow.integrations import Integrations, integrations_for
 from cloudplow.jobs import movers_after, run_job
 from cloudplow.ledger import Ledger
 from cloudplow.live import LiveState
@@ -34,6 +36,7 @@ from cloudplow.session import (
     EXIT_USAGE,
     SessionError,
     SessionResult,
+    UploaderBusy,
     bind_identities,
     display_path,
     plan_for,
@@ -159,6 +162,17 @@ def _upload(config: Config, arguments: argparse.Namespace) -> int:
             for uploader in uploaders:
                 _print_plan(config, uploader, ledger, as_json=False)
         return EXIT_OK
+    integrations = integrations_for(config).start()
+    try:
+        exit_codes = _upload_each(config, uploaders, arguments, integrations)
+    finally:
+        integrations.close()
+    return _worst(exit_codes)
+
+
+def _upload_each(
+    config: Config, uploaders: Sequence[Uploader], arguments: argparse.Namespace, integrations: Integrations
+) -> list[int]:
     exit_codes = []
     with Ledger.in_state_dir(config.state_dir) as ledger:
         for uploader in uploaders:
@@ -169,12 +183,31 @@ def _upload(config: Config, arguments: argparse.Namespace) -> int:
                 if not decision.fire:
                     continue
                 trigger = decision.reason
-            result = run_session(config, uploader, ledger, trigger=trigger)
-            _print_result(result, "Uploaded")
-            exit_codes.append(result.exit_code)
+            try:
+                result = run_session(
+                    config,
+                    uploader,
+                    ledger,
+                    trigger=trigger,
+                    listeners=integrations.listeners,
+                    rate_limit=integrations.rate_limit_for(uploader),
+                )
+            except SessionError as error:
+                if isinstance(error, UploaderBusy):
+                    raise
+                events.announce(
+                    integrations.listeners,
+                    Event(events.SESSION_FAILED, uploader.name, time.time(), {"message": str(error)}),
+                )
+                raise
+            exit_codes.append(_print_result(result, "Uploaded"))
             for mover in movers_after(config, uploader.name):
-                exit_codes.append(_print_result(run_job(config, mover, ledger, trigger="after")))
-    return _worst(exit_codes)
+                exit_codes.append(
+                    _print_result(
+                        run_job(config, mover, ledger, trigger="after", listeners=integrations.listeners)
+                    )
+                )
+    return exit_codes
 
 
 def _sync(config: Config, arguments: argparse.Namespace) -> int:
@@ -186,8 +219,17 @@ def _sync(config: Config, arguments: argparse.Namespace) -> int:
     names = arguments.names or list(config.syncers)
     if not names:
         raise UsageError("sync: no syncers are configured (the syncers key)")
-    with Ledger.in_state_dir(config.state_dir) as ledger:
-        return _worst([_print_result(run_job(config, name, ledger)) for name in names])
+    integrations = integrations_for(config).start()
+    try:
+        with Ledger.in_state_dir(config.state_dir) as ledger:
+            return _worst(
+                [
+                    _print_result(run_job(config, name, ledger, listeners=integrations.listeners))
+                    for name in names
+                ]
+            )
+    finally:
+        integrations.close()
 
 
 def _print_result(result: SessionResult, verb: str = "Transferred") -> int:
@@ -384,6 +426,14 @@ def _status(config: Config, arguments: argparse.Namespace) -> int:
         return EXIT_OK
     origin = "running daemon" if document["source"] == "daemon" else "state directory; no daemon answered"
     print(f"cloudplow {document['version']} (from the {origin})")
+    throttle = document.get("throttle")
+    if throttle:
+        rate = throttle["rate_bytes"]
+        servers = ", ".join(
+            f"{server['name']} {server['streams']} ({server['state']})" for server in throttle["servers"]
+        )
+        shown = f"{format_size(rate)}/s" if rate else "unlimited"
+        print(f"throttle: {throttle['streams']} active stream(s), uploads {shown}; {servers}")
     for name, uploader in document["uploaders"].items():
         queue = uploader["queue"]
         queued = (

@@ -30,6 +30,7 @@ from cloudplow.clean import CleanResult, clean_folder
 from cloudplow.config import Config, Uploader
 from cloudplow.events import Event, Listener
 from cloudplow.http import HttpServer, create_app, exposure_warning, http_url
+from cloudplow.integrations import Integrations, integrations_for
 from cloudplow.jobs import movers_after, run_job
 from cloudplow.ledger import Ledger
 from cloudplow.live import LiveState
@@ -93,11 +94,17 @@ class Daemon:
     """The scheduler, its checks and the HTTP server, sharing one ledger and one live state."""
 
     def __init__(
-        self, config: Config, *, clock: Callable[[], float] = time.time, listeners: Sequence[Listener] = ()
+        self,
+        config: Config,
+        *,
+        clock: Callable[[], float] = time.time,
+        listeners: Sequence[Listener] = (),
+        integrations: Integrations | None = None,
     ):
         self.config = config
         self.clock = clock
-        self.listeners = tuple(listeners)
+        self.integrations = integrations or Integrations()
+        self.listeners = (*listeners, *self.integrations.listeners)
         try:
             self.binary = execute.find_rclone(config.rclone_binary)
             self.rclone_version = command.version(self.binary)
@@ -131,6 +138,8 @@ class Daemon:
                 clock=clock,
             )
         )
+        for collector in self.integrations.collectors:
+            self.registry.register(collector)
         self.http: HttpServer | None = None
         self.watchers: list[SourceWatcher] = []
         self._checking: set[str] = set()  # uploaders whose check runs now
@@ -139,6 +148,7 @@ class Daemon:
 
     def start(self) -> None:
         """Listen, then schedule the checks (the first one at once). Raise OSError if the port is taken."""
+        self.integrations.start()
         app = create_app(self.registry, self.status, self.healthy, token=self.config.server_token)
         self.http = HttpServer(app, self.config.server_host, self.config.server_port).start()
         warning = exposure_warning(self.http.host, self.config.server_token)
@@ -263,6 +273,7 @@ class Daemon:
             now=self.clock(),
             source="daemon",
             rclone_version=self.rclone_version,
+            integrations=self.integrations.status(self.config),
         )
 
     def _next_check_at(self, name: str, started_at: float) -> float:
@@ -311,6 +322,7 @@ class Daemon:
                 binary=self.binary,
                 clock=self.clock,
                 listeners=self.listeners,
+                rate_limit=self.integrations.rate_limit_for(uploader),
             )
             for mover in movers_after(self.config, name):
                 if not self.stop_event.is_set():
@@ -353,6 +365,7 @@ class Daemon:
                 logger.warning("a session did not end within %.0f s of the stop request", timeout_seconds)
         if self.http is not None:
             self.http.stop()
+        self.integrations.close()
         self.ledger.close()
 
 
@@ -366,7 +379,7 @@ def run_daemon(config: Config) -> int:
 
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
-    daemon = Daemon(config)
+    daemon = Daemon(config, integrations=integrations_for(config))
     try:
         daemon.start()
     except OSError as error:

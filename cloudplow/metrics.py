@@ -419,3 +419,70 @@ def _le(bound: float) -> str:
 
 def _le_key(bound: float) -> str:
     return "+Inf" if bound == float("inf") else str(int(bound))
+
+
+class ThrottleCollector(Collector):
+    """
+    The media-server throttle, from its snapshot at each scrape (see cloudplow/integrations/):
+
+        cloudplow_media_streams{server="plex@127.0.0.1:32400"} 2.0
+        cloudplow_media_server_up{server="plex@127.0.0.1:32400"} 1.0
+        cloudplow_throttle_rate_bytes{uploader="media"} 2e+07
+
+    A server label is the server's kind and host:port, never a credential. The rate is per
+    uploader: 0 means unlimited, and an uploader the throttle does not apply to is always 0.
+    """
+
+    def __init__(self, snapshot: Callable[[], dict]):
+        self.snapshot = snapshot
+
+    def describe(self) -> Iterable[Metric]:
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        snapshot = self.snapshot()
+        streams = GaugeMetricFamily(
+            "cloudplow_media_streams",
+            "Active streams the media server counts for the throttle (0 once it failed 3 polls)",
+            labels=["server"],
+        )
+        up = GaugeMetricFamily(
+            "cloudplow_media_server_up", "1 when the media server answered its last poll", labels=["server"]
+        )
+        for server in snapshot.get("servers", ()):
+            streams.add_metric([server["name"]], server["streams"])
+            up.add_metric([server["name"]], 1 if server["state"] == "ok" else 0)
+        rate = GaugeMetricFamily(
+            "cloudplow_throttle_rate_bytes",
+            "Upload rate the media-server throttle allows the uploader now, bytes per second (0: unlimited)",
+            labels=["uploader"],
+        )
+        for uploader, rate_bytes in snapshot.get("uploaders", {}).items():
+            rate.add_metric([uploader], rate_bytes)
+        yield from (streams, up, rate)
+
+
+class NotificationsCollector(Collector):
+    """
+    Deliveries of notifications, from the notifier's counts at each scrape:
+
+        cloudplow_notifications_sent_total 4.0
+        cloudplow_notifications_failed_total 1.0
+    """
+
+    def __init__(self, counts: Callable[[], tuple[int, int]]):
+        self.counts = counts
+
+    def describe(self) -> Iterable[Metric]:
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        sent, failed = self.counts()
+        yield CounterMetricFamily(
+            "cloudplow_notifications_sent", "Notifications delivered (one per URL)", value=sent
+        )
+        yield CounterMetricFamily(
+            "cloudplow_notifications_failed",
+            "Notifications that could not be delivered (one per URL)",
+            value=failed,
+        )

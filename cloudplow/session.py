@@ -348,11 +348,13 @@ def run_session(
     live: LiveState | None = None,
     scanned: ScanResult | None = None,
     listeners: Sequence[Listener] = (),
+    rate_limit: Callable[[], int] | None = None,
 ) -> SessionResult:
     """
     Given an uploader, run one whole upload session and return its result,
     reporting progress to `live` and announcing what happens to `listeners`
-    as it goes. Raise UploaderBusy if another process is uploading it,
+    as it goes; every stage follows `rate_limit` (bytes per second wanted
+    now, 0: unlimited) when one is given. Raise UploaderBusy if another process is uploading it,
     SessionError if it cannot start.
     """
     try:
@@ -375,6 +377,7 @@ def run_session(
         secrets=tuple(value for account in accounts for value in account.env.values() if value),
         limit_patterns=tuple(re.compile(pattern, re.IGNORECASE) for pattern in uploader.quota.limit_patterns),
         listeners=tuple(listeners),
+        rate_limit=rate_limit,
     )
     with uploader_lock(config.state_dir, uploader.name):
         ledger.mark_interrupted_sessions(uploader.name, now=clock())
@@ -404,6 +407,7 @@ class _Context:
     listeners: tuple[Listener, ...] = ()
     # Accounts whose credentials were refused in this session -> their key's fingerprint then.
     broken: dict[str, str | None] = field(default_factory=dict)
+    rate_limit: Callable[[], int] | None = None
 
     def announce(self, kind: str, **data: object) -> None:
         events.announce(self.listeners, Event(kind, self.uploader.name, self.clock(), data))
@@ -632,6 +636,7 @@ def _run_one_stage(
         stall_timeout_seconds=uploader.stall_timeout_seconds,
         work_dir=context.config.state_dir / "work" / uploader.name,
         secrets=context.secrets,
+        rate_limit=context.rate_limit if uploader.throttle else None,
     )
     outcome = context.runner(request, recorder, context.stop_event)
     ledger.end_stage(

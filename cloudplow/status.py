@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from cloudplow import __version__, events
 from cloudplow.config import Config
 from cloudplow.ledger import Ledger
@@ -17,11 +19,13 @@ def status_document(
     now: float,
     source: str,
     rclone_version: str | None = None,
+    integrations: Mapping[str, object] | None = None,
 ) -> dict:
     """
     Given the configuration, the ledger and the live state, return the JSON-able
     status: per uploader its state, queue, running session with its active
-    transfers, accounts and checks. No secret (account environment) is in it.
+    transfers, accounts and checks, and what `integrations` report (the
+    media-server throttle). No secret (account environment) is in it.
     """
     snapshot = live.snapshot()
     broken = ledger.broken_accounts()
@@ -32,6 +36,7 @@ def status_document(
         "state_dir": str(config.state_dir),
         "time": now,
         "uploaders": {},
+        **(integrations or {}),
     }
     for uploader in config.pools():
         state = snapshot.get(uploader.name)

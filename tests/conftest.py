@@ -22,6 +22,7 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from cloudplow.demo.quotadav import QuotaDavServer
+from tests.fake_media import FakeMediaServer
 
 RCLONE = str(Path(sys.executable).parent / "rclone")
 PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
@@ -470,3 +471,18 @@ def start_prometheus(tmp_path: Path) -> Iterator[Callable[..., PrometheusProcess
     yield start
     for prometheus in started:
         stop_process(prometheus.process, timeout=10)
+
+
+@pytest.fixture
+def media_server() -> Iterator[Callable[..., FakeMediaServer]]:
+    """Start fake Plex/Jellyfin/Emby servers (tests/fake_media.py) on 127.0.0.1; stop every one afterwards."""
+    started: list[FakeMediaServer] = []
+
+    def start(kind: str, token: str = "test-token-123456") -> FakeMediaServer:
+        server = FakeMediaServer(kind, token)
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()

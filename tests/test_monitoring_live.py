@@ -24,6 +24,7 @@ import pytest
 import yaml
 
 from tests.conftest import REPOSITORY, PrometheusProcess, free_port, make_source, metric, write_config
+from tests.fake_media import FakeSession
 from tests.test_dashboards import dashboard_queries, template_queries
 
 pytestmark = pytest.mark.integration
@@ -115,7 +116,7 @@ def template_values(prometheus: PrometheusProcess, query: str, start: float, end
 
 
 def test_every_dashboard_query_and_rule_has_data_and_the_pool_alert_fires(
-    tmp_path, quota_server, start_daemon, start_prometheus
+    tmp_path, quota_server, start_daemon, start_prometheus, media_server
 ):
     panels = dashboard_queries()
     templates = template_queries()
@@ -131,6 +132,13 @@ def test_every_dashboard_query_and_rule_has_data_and_the_pool_alert_fires(
     config = write_config(
         tmp_path, server, users=USERS, quota_bytes=QUOTA, source=source, extra=SETTINGS, server_port=port
     )
+    # A Plex with one remote stream, for the throttle panels (the uploader's own --bwlimit wins: its
+    # rate stays 0, unlimited by the throttle).
+    plex = media_server("plex")
+    plex.set_sessions([FakeSession("203.0.113.7")])
+    document = yaml.safe_load(config.read_text(encoding="utf-8"))
+    document["media_servers"] = [{"kind": "plex", "url": plex.url, "token": plex.token, "poll": "1s"}]
+    config.write_text(yaml.safe_dump(document), encoding="utf-8")
     # Prometheus first, scraping the daemon's port before the daemon listens: it sees every stage.
     prometheus = start_prometheus(port)
     daemon = start_daemon(config, port)

@@ -36,6 +36,7 @@ from cloudplow.rclone.command import present_sizes, upload_command
 from cloudplow.rclone.errors import credentials_refused
 from cloudplow.rclone.exitcodes import ExitKind, classify_exit
 from cloudplow.rclone.rc import RcClient, free_port, new_credentials
+from cloudplow.units import format_size
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +60,9 @@ class StageRequest:
     work_dir: Path  # where the file list is written
     secrets: tuple[str, ...] = ()  # values to mask in anything kept or logged
     poll_interval_seconds: float = 1.0
+    # Bytes per second wanted now (0: unlimited), asked at every poll and set through the RC
+    # when it changes; None: never limited (the media-server throttle, integrations/throttle.py).
+    rate_limit: Callable[[], int] | None = None
 
 
 @dataclass(frozen=True)
@@ -241,6 +245,45 @@ class _LogWatcher:
                 )
 
 
+class _RateFollower:
+    """Keeps rclone's bandwidth limit where `request.rate_limit` wants it; its failure changes nothing."""
+
+    def __init__(self, request: StageRequest):
+        self.rate_limit = request.rate_limit
+        if self.rate_limit is not None and any(
+            flag == "--bwlimit" or flag.startswith("--bwlimit=") for flag in request.user_flags
+        ):
+            logger.info("rclone_flags set --bwlimit: the media-server throttle leaves this stage alone")
+            self.rate_limit = None
+        self.applied = 0
+
+    def wanted(self) -> int | None:
+        if self.rate_limit is None:
+            return None
+        try:
+            return max(0, int(self.rate_limit()))
+        except Exception:
+            logger.exception("the upload rate could not be read; keeping rclone's")
+            return None
+
+    def start_flags(self) -> tuple[str, ...]:
+        """The flags that start rclone at the rate wanted now."""
+        wanted = self.wanted() or 0
+        self.applied = wanted
+        return ("--bwlimit", f"{wanted}B") if wanted else ()
+
+    def follow(self, rc_client: RcClient) -> None:
+        wanted = self.wanted()
+        if wanted is None or wanted == self.applied:
+            return
+        try:
+            rc_client.call("core/bwlimit", rate=f"{wanted}B" if wanted else "off")
+        except (requests.RequestException, ValueError):
+            return  # rclone not up yet, or going down: tried again at the next poll
+        logger.info("upload rate now %s", f"{format_size(wanted)}/s" if wanted else "unlimited")
+        self.applied = wanted
+
+
 def run_stage(
     request: StageRequest,
     listener: StageListener,
@@ -275,6 +318,7 @@ def _run_once(
 ) -> StageResult | None:
     rc_user, rc_password = new_credentials()
     rc_port = free_port()
+    rate = _RateFollower(request)
     argv = upload_command(
         request.binary,
         mode=request.mode,
@@ -285,7 +329,7 @@ def _run_once(
         rc_port=rc_port,
         config_path=request.config_path,
         drive=request.drive,
-        user_flags=request.user_flags,
+        user_flags=(*request.user_flags, *rate.start_flags()),
     )
     env = {**request.env, "RCLONE_RC_USER": rc_user, "RCLONE_RC_PASS": rc_password}
     watcher = _LogWatcher(request, listener)
@@ -321,6 +365,7 @@ def _run_once(
                 if stats is not None:
                     watcher.note_transferring(stats, now)
                     listener.on_progress(stats)
+                    rate.follow(rc_client)
                     signature = tuple(
                         stats.get(key, 0) for key in ("bytes", "checks", "transfers", "deletes", "errors")
                     )
