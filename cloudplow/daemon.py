@@ -29,6 +29,7 @@ from cloudplow import events
 from cloudplow.config import Config, Uploader
 from cloudplow.events import Event, Listener
 from cloudplow.http import HttpServer, create_app
+from cloudplow.integrations import close_all, listeners_for, start_all
 from cloudplow.ledger import Ledger
 from cloudplow.live import LiveState
 from cloudplow.metrics import CloudplowCollector
@@ -101,6 +102,9 @@ class Daemon:
             raise SessionError(str(error)) from error
         self.ledger = Ledger.in_state_dir(config.state_dir)
         self.live = LiveState(list(config.uploaders))
+        # Downloader pausing and the other peers configured beside the uploaders.
+        self.integrations = listeners_for(config, live=self.live)
+        self.listeners = (*self.listeners, *self.integrations)
         self.stop_event = threading.Event()
         logging.getLogger("apscheduler.scheduler").addFilter(_SkippedRunFilter())
         self.scheduler = BackgroundScheduler(
@@ -127,6 +131,7 @@ class Daemon:
         """Listen, then schedule the checks (the first one at once). Raise OSError if the port is taken."""
         app = create_app(self.registry, self.status, self.healthy)
         self.http = HttpServer(app, self.config.server_host, self.config.server_port).start()
+        start_all(self.integrations)
         for uploader in self.config.uploaders.values():
             self.scheduler.add_job(
                 self.check,
@@ -237,6 +242,7 @@ class Daemon:
             threading.Thread(target=shutdown, name="scheduler-shutdown", daemon=True).start()
             if not finished.wait(timeout_seconds):
                 logger.warning("a session did not end within %.0f s of the stop request", timeout_seconds)
+        close_all(self.integrations)
         if self.http is not None:
             self.http.stop()
         self.ledger.close()

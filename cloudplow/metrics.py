@@ -13,6 +13,7 @@ families. A sample of its output:
     cloudplow_session_active{uploader="media"} 1.0
     cloudplow_session_stage{uploader="media"} 3.0
     cloudplow_transfer_speed_bytes{uploader="media"} 1.1e+08
+    cloudplow_downloader_paused{downloader="sabnzbd@127.0.0.1:8080"} 1.0
 
 Labels are bounded: uploader, account, fixed enums, and transfer slots
 numbered 0..transfers-1 (never file names).
@@ -91,6 +92,18 @@ class CloudplowCollector(Collector):
         yield from self._counters(uploaders, counters)
         yield from self._queue(uploaders, live)
         yield from self._sessions(uploaders, live)
+        yield self._downloaders()
+
+    def _downloaders(self) -> Metric:
+        paused = GaugeMetricFamily(
+            "cloudplow_downloader_paused",
+            "1 while cloudplow holds the download client paused for an upload",
+            labels=["downloader"],
+        )
+        held = self.live.downloaders()
+        for downloader in self.config.downloaders:
+            paused.add_metric([downloader.name], 1 if held.get(downloader.name) else 0)
+        return paused
 
     def _accounts(self, uploaders: list, live: dict, now: float) -> Iterator[Metric]:
         labels = ["uploader", "account"]
