@@ -7,27 +7,35 @@ line on stderr and an exit code: 2 for configuration and usage errors.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
+import signal
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from datetime import datetime
 
 import requests
+from rich.console import Console
 
 from cloudplow import __version__
 from cloudplow.config import Config, ConfigError, Uploader, default_config_path, load_config, summarize
 from cloudplow.daemon import check_triggers, run_daemon
+from cloudplow.integrations import close_all, listeners_for, start_all
 from cloudplow.ledger import Ledger
 from cloudplow.live import LiveState
+from cloudplow.progress import ProgressDisplay
 from cloudplow.session import (
     EXIT_FAILURES,
     EXIT_OK,
     EXIT_OUT_OF_QUOTA,
     EXIT_USAGE,
+    PROGRESS_LOGGER,
     SessionError,
+    SessionResult,
     plan_for,
     reports_now,
     run_session,
@@ -63,6 +71,12 @@ def build_parser() -> argparse.ArgumentParser:
     upload.add_argument("--dry-run", action="store_true", help="plan and print; start no rclone")
     upload.add_argument(
         "--check", action="store_true", help="only upload the uploaders whose triggers fire now"
+    )
+    upload.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        help="no live progress display (on a terminal) and no periodic progress lines (otherwise)",
     )
 
     plan = commands.add_parser("plan", help="print the stage plan; upload nothing")
@@ -128,26 +142,58 @@ def _upload(config: Config, arguments: argparse.Namespace) -> int:
                 _print_plan(config, uploader, ledger, as_json=False)
         return EXIT_OK
     exit_codes = []
-    with Ledger.in_state_dir(config.state_dir) as ledger:
-        for uploader in uploaders:
-            trigger = "manual"
-            if arguments.check:
-                _, decision = check_triggers(uploader, ledger, time.time())
-                print(f"{uploader.name}: {'upload' if decision.fire else 'no upload'}: {decision.detail}")
-                if not decision.fire:
-                    continue
-                trigger = decision.reason
-            result = run_session(config, uploader, ledger, trigger=trigger)
-            print(
-                f"{uploader.name}: exit {result.exit_code}: {result.message}. Uploaded"
-                f" {result.uploaded_files} file(s), {format_size(result.uploaded_bytes)} in"
-                f" {result.stages} stage(s); {result.left_files} file(s) left."
-            )
-            exit_codes.append(result.exit_code)
+    display = _progress_display(quiet=arguments.quiet)
+    integrations = listeners_for(config)
+    listeners = [*integrations, *([display] if display else [])]
+    # SIGTERM stops the running stage cleanly, as in the daemon: the session records what
+    # finished and ends, so the downloaders are resumed and nothing is lost.
+    stop_event = threading.Event()
+    previous_handler = signal.signal(signal.SIGTERM, lambda _signal, _frame: stop_event.set())
+    start_all(integrations)
+    try:
+        with Ledger.in_state_dir(config.state_dir) as ledger:
+            for uploader in uploaders:
+                if stop_event.is_set():
+                    break
+                trigger = "manual"
+                if arguments.check:
+                    _, decision = check_triggers(uploader, ledger, time.time())
+                    print(f"{uploader.name}: {'upload' if decision.fire else 'no upload'}: {decision.detail}")
+                    if not decision.fire:
+                        continue
+                    trigger = decision.reason
+                with display.session() if display else contextlib.nullcontext():
+                    result = run_session(
+                        config, uploader, ledger, trigger=trigger, stop_event=stop_event, listeners=listeners
+                    )
+                _print_result(uploader, result)
+                exit_codes.append(result.exit_code)
+    finally:
+        close_all(integrations)
+        signal.signal(signal.SIGTERM, previous_handler)
     for worst in (EXIT_FAILURES, EXIT_OUT_OF_QUOTA):
         if worst in exit_codes:
             return worst
     return EXIT_OK
+
+
+def _progress_display(*, quiet: bool) -> ProgressDisplay | None:
+    """
+    The live display on a terminal, which replaces the periodic progress lines; none without a
+    terminal (the lines stay) or with --quiet (neither).
+    """
+    terminal = sys.stderr.isatty()  # not rich's guess: FORCE_COLOR must not draw into a pipe
+    if quiet or terminal:
+        logging.getLogger(PROGRESS_LOGGER).setLevel(logging.WARNING)
+    return ProgressDisplay(Console(stderr=True)) if terminal and not quiet else None
+
+
+def _print_result(uploader: Uploader, result: SessionResult) -> None:
+    print(
+        f"{uploader.name}: exit {result.exit_code}: {result.message}. Uploaded"
+        f" {result.uploaded_files} file(s), {format_size(result.uploaded_bytes)} in"
+        f" {result.stages} stage(s); {result.left_files} file(s) left."
+    )
 
 
 def _print_plan(config: Config, uploader: Uploader, ledger: Ledger, *, as_json: bool) -> dict:
