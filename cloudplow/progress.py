@@ -9,10 +9,11 @@ left, and the current throttle. Bytes done are the sizes of the files that
 finished plus what is in flight (rclone's `transferring` list), never more
 than planned.
 
-The throttle is read from the events, never asked of a peer: a
-`throttle_changed` event's `rate_bytes`, or `throttle_rate_bytes` in any
-event's data (bytes per second, 0 = unlimited, the same meaning as the
-`cloudplow_throttle_rate_bytes` gauge). Without either the line says
+The throttle (bytes per second, 0 = unlimited, as the
+`cloudplow_throttle_rate_bytes` gauge) comes from the rate provider the
+session follows, when the caller hands one to `session(rate=...)`, or else
+from the events: a `throttle_changed` event's `rate_bytes`, or
+`throttle_rate_bytes` in any event's data. Without any the line says
 "unlimited".
 
 The display is only for a terminal; without one, `upload` keeps its periodic
@@ -24,7 +25,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from rich.console import Console, Group, RenderableType
@@ -81,6 +82,14 @@ class ProgressModel:
         self.lock = threading.Lock()
         self.uploaders: dict[str, UploaderProgress] = {}
         self.throttle_bytes = 0  # bytes per second, 0 = unlimited
+        self.rate: Callable[[], int] | None = None  # the throttle the session follows, if any
+
+    def current_throttle(self) -> int:
+        if self.rate is not None:
+            # A failing provider changes nothing, as in the stage loop.
+            with contextlib.suppress(Exception):
+                self.throttle_bytes = int(self.rate())
+        return self.throttle_bytes
 
     def on_event(self, event: Event) -> None:
         with self.lock:
@@ -178,7 +187,8 @@ def render(model: ProgressModel, *, bar_width: int = 30) -> RenderableType:
             parts.extend([total, stages])
             if progress.message is not None:
                 parts.append(Text(f"  {progress.message}"))
-        throttle = f"{format_size(model.throttle_bytes)}/s" if model.throttle_bytes > 0 else "unlimited"
+        throttle_bytes = model.current_throttle()
+        throttle = f"{format_size(throttle_bytes)}/s" if throttle_bytes > 0 else "unlimited"
         parts.append(Text(f"throttle: {throttle}"))
         return Group(*parts)
 
@@ -211,10 +221,14 @@ class ProgressDisplay:
         self.model.on_event(event)
 
     @contextlib.contextmanager
-    def session(self) -> Iterator[None]:
-        """Draw live until the block ends; log lines meanwhile go through the console, above it."""
+    def session(self, *, rate: Callable[[], int] | None = None) -> Iterator[None]:
+        """
+        Draw live until the block ends; log lines meanwhile go through the console, above it.
+        `rate` is the throttle the session follows (bytes per second, 0 = unlimited), if any.
+        """
         with self.model.lock:
             self.model.uploaders.clear()  # each session draws its own lines; the last ones stay above
+            self.model.rate = rate
         root = logging.getLogger()
         streams = [handler for handler in root.handlers if type(handler) is logging.StreamHandler]
         formatter = streams[0].formatter if streams else None

@@ -132,6 +132,11 @@ def test_in_flight_bytes_never_pass_the_plan_and_the_throttle_shows():
     assert "throttle: 8.00 MB/s" in shown
     model.on_event(Event(events.PROGRESS, "media", at, {"stats": stats, "throttle_rate_bytes": 0}))
     assert "throttle: unlimited" in text_of(model)
+    # A rate provider (what the session's stages follow) wins, and a failing one changes nothing.
+    rates = iter([20_000_000])
+    model.rate = lambda: next(rates)
+    assert "throttle: 20.00 MB/s" in text_of(model)
+    assert "throttle: 20.00 MB/s" in text_of(model), "StopIteration from the provider is ignored"
 
 
 def test_a_run_without_a_terminal_prints_no_control_characters(tmp_path, quota_server):
