@@ -147,6 +147,7 @@ def test_a_run_without_a_terminal_prints_no_control_characters(tmp_path, quota_s
     completed = run_cli(config, "upload")
     assert completed.returncode == 0, completed.stderr
     assert "stage 2: account bob" in completed.stderr, "today's log lines stay"
+    assert " in flight" in completed.stderr, "and so do the periodic progress lines"
     assert "throttle:" not in completed.stderr + completed.stdout, "no display without a terminal"
     for output in (completed.stdout, completed.stderr):
         assert "\x1b" not in output and not CONTROL.search(output), repr(output[:500])
