@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install promtool compose-tools run test lint bench clean
+.PHONY: install promtool compose-tools downloaders run test lint bench clean
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import ensurepip, venv' 2>/dev/null || \
@@ -39,6 +39,24 @@ compose-tools:
 		{ systemctl disable --now prometheus-alertmanager >/dev/null 2>&1 || true; }; \
 	}
 
+# tests/test_downloaders.py starts the real SABnzbd, NZBGet and qBittorrent
+# daemons. sabnzbdplus is in Debian's contrib and depends on unrar from
+# non-free, so both components are enabled first (deb822 or one-line sources).
+# The packages ship no enabled service; the tests start their own on 127.0.0.1.
+downloaders:
+	@command -v sabnzbdplus >/dev/null 2>&1 && command -v nzbget >/dev/null 2>&1 && \
+	command -v qbittorrent-nox >/dev/null 2>&1 || { \
+		for sources in /etc/apt/sources.list.d/debian.sources /etc/apt/sources.list; do \
+			[ -f $$sources ] || continue; \
+			sed -i -E -e '/^Components:/{/contrib/!s/$$/ contrib/;/non-free( |$$)/!s/$$/ non-free/}' \
+				-e '/^deb .*debian/{/ contrib/!s/$$/ contrib/;/ non-free( |$$)/!s/$$/ non-free/}' $$sources; \
+		done; \
+		apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+			-o DPkg::Lock::Timeout=600 sabnzbdplus nzbget qbittorrent-nox >/dev/null && \
+		{ systemctl disable --now sabnzbdplus >/dev/null 2>&1 || true; }; \
+	}
+
 run: install
 	@if [ -f config.yaml ] || [ -n "$$CLOUDPLOW_CONFIG" ]; then \
 		exec $(BIN)/cloudplow run; \
@@ -51,7 +69,7 @@ lint: install
 	$(BIN)/ruff format --check cloudplow tests bench
 	$(BIN)/mypy
 
-test: install lint promtool compose-tools
+test: install lint promtool compose-tools downloaders
 	$(BIN)/pytest -q
 
 bench: install

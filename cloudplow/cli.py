@@ -7,16 +7,20 @@ line on stderr and an exit code: 2 for configuration and usage errors.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
+import signal
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 
 import requests
+from rich.console import Console
 
 from cloudplow import __version__, events
 from cloudplow.clean import clean_hidden
@@ -28,12 +32,14 @@ from cloudplow.jobs import movers_after, run_job
 from cloudplow.ledger import Ledger
 from cloudplow.live import LiveState
 from cloudplow.migrate import MigrateError, migrate
+from cloudplow.progress import ProgressDisplay
 from cloudplow.rclone import execute
 from cloudplow.session import (
     EXIT_FAILURES,
     EXIT_OK,
     EXIT_OUT_OF_QUOTA,
     EXIT_USAGE,
+    PROGRESS_LOGGER,
     SessionError,
     SessionResult,
     UploaderBusy,
@@ -74,6 +80,12 @@ def build_parser() -> argparse.ArgumentParser:
     upload.add_argument("--dry-run", action="store_true", help="plan and print; start no rclone")
     upload.add_argument(
         "--check", action="store_true", help="only upload the uploaders whose triggers fire now"
+    )
+    upload.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        help="no live progress display (on a terminal) and no periodic progress lines (otherwise)",
     )
 
     plan = commands.add_parser("plan", help="print the stage plan; upload nothing")
@@ -174,39 +186,53 @@ def _upload_each(
     config: Config, uploaders: Sequence[Uploader], arguments: argparse.Namespace, integrations: Integrations
 ) -> list[int]:
     exit_codes = []
-    with Ledger.in_state_dir(config.state_dir) as ledger:
-        for uploader in uploaders:
-            trigger = "manual"
-            if arguments.check:
-                _, decision = check_triggers(uploader, ledger, time.time())
-                print(f"{uploader.name}: {'upload' if decision.fire else 'no upload'}: {decision.detail}")
-                if not decision.fire:
-                    continue
-                trigger = decision.reason
-            try:
-                result = run_session(
-                    config,
-                    uploader,
-                    ledger,
-                    trigger=trigger,
-                    listeners=integrations.listeners,
-                    rate_limit=integrations.rate_limit_for(uploader),
-                )
-            except SessionError as error:
-                if isinstance(error, UploaderBusy):
-                    raise
-                events.announce(
-                    integrations.listeners,
-                    Event(events.SESSION_FAILED, uploader.name, time.time(), {"message": str(error)}),
-                )
-                raise
-            exit_codes.append(_print_result(result, "Uploaded"))
-            for mover in movers_after(config, uploader.name):
-                exit_codes.append(
-                    _print_result(
-                        run_job(config, mover, ledger, trigger="after", listeners=integrations.listeners)
+    display = _progress_display(quiet=arguments.quiet)
+    listeners = [*integrations.listeners, *([display] if display else [])]
+    # SIGTERM stops the running stage cleanly, as in the daemon: the session records what
+    # finished and ends, so the downloaders are resumed and nothing is lost.
+    stop_event = threading.Event()
+    previous_handler = signal.signal(signal.SIGTERM, lambda _signal, _frame: stop_event.set())
+    try:
+        with Ledger.in_state_dir(config.state_dir) as ledger:
+            for uploader in uploaders:
+                if stop_event.is_set():
+                    break
+                trigger = "manual"
+                if arguments.check:
+                    _, decision = check_triggers(uploader, ledger, time.time())
+                    print(f"{uploader.name}: {'upload' if decision.fire else 'no upload'}: {decision.detail}")
+                    if not decision.fire:
+                        continue
+                    trigger = decision.reason
+                rate_limit = integrations.rate_limit_for(uploader)
+                try:
+                    with display.session(rate=rate_limit) if display else contextlib.nullcontext():
+                        result = run_session(
+                            config,
+                            uploader,
+                            ledger,
+                            trigger=trigger,
+                            stop_event=stop_event,
+                            listeners=listeners,
+                            rate_limit=rate_limit,
+                        )
+                except SessionError as error:
+                    if isinstance(error, UploaderBusy):
+                        raise
+                    events.announce(
+                        integrations.listeners,
+                        Event(events.SESSION_FAILED, uploader.name, time.time(), {"message": str(error)}),
                     )
-                )
+                    raise
+                exit_codes.append(_print_result(result, "Uploaded"))
+                for mover in movers_after(config, uploader.name):
+                    if not stop_event.is_set():
+                        job_result = run_job(
+                            config, mover, ledger, trigger="after", stop_event=stop_event, listeners=listeners
+                        )
+                        exit_codes.append(_print_result(job_result))
+    finally:
+        signal.signal(signal.SIGTERM, previous_handler)
     return exit_codes
 
 
@@ -279,6 +305,17 @@ def _print_files_left(files_left: dict[str, list[str]]) -> None:
             print(f"    {display_path(path)}")
         if len(paths) > FILES_LEFT_SHOWN:
             print(f"    ... and {len(paths) - FILES_LEFT_SHOWN} more")
+
+
+def _progress_display(*, quiet: bool) -> ProgressDisplay | None:
+    """
+    The live display on a terminal, which replaces the periodic progress lines; none without a
+    terminal (the lines stay) or with --quiet (neither).
+    """
+    terminal = sys.stderr.isatty()  # not rich's guess: FORCE_COLOR must not draw into a pipe
+    if quiet or terminal:
+        logging.getLogger(PROGRESS_LOGGER).setLevel(logging.WARNING)
+    return ProgressDisplay(Console(stderr=True)) if terminal and not quiet else None
 
 
 def _print_plan(config: Config, uploader: Uploader, ledger: Ledger, *, as_json: bool) -> dict:

@@ -103,8 +103,6 @@ class Daemon:
     ):
         self.config = config
         self.clock = clock
-        self.integrations = integrations or Integrations()
-        self.listeners = (*listeners, *self.integrations.listeners)
         try:
             self.binary = execute.find_rclone(config.rclone_binary)
             self.rclone_version = command.version(self.binary)
@@ -114,6 +112,9 @@ class Daemon:
         for uploader in config.pools():
             bind_identities(self.ledger, uploader)  # renamed key files show their usage from the start
         self.live = LiveState([pool.name for pool in config.pools()])
+        # Throttle, notifications, downloader pausing: what the configuration asks for.
+        self.integrations = integrations or integrations_for(config, clock=clock, live=self.live)
+        self.listeners = (*listeners, *self.integrations.listeners)
         self.stop_event = threading.Event()
         logging.getLogger("apscheduler.scheduler").addFilter(_SkippedRunFilter())
         self.scheduler = BackgroundScheduler(
@@ -379,7 +380,7 @@ def run_daemon(config: Config) -> int:
 
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
-    daemon = Daemon(config, integrations=integrations_for(config))
+    daemon = Daemon(config)
     try:
         daemon.start()
     except OSError as error:

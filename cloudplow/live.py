@@ -49,6 +49,16 @@ class LiveState:
     def __init__(self, uploaders: list[str] | None = None):
         self._lock = threading.Lock()
         self._uploaders: dict[str, UploaderLive] = {name: UploaderLive() for name in uploaders or []}
+        self._downloaders: dict[str, bool] = {}  # downloader name -> paused by this process
+
+    def set_downloader(self, name: str, *, paused: bool) -> None:
+        with self._lock:
+            self._downloaders[name] = paused
+
+    def downloaders(self) -> dict[str, bool]:
+        """Return each configured downloader's name and whether this process holds it paused."""
+        with self._lock:
+            return dict(self._downloaders)
 
     def update(self, uploader: str, **changes: object) -> None:
         with self._lock:

@@ -13,6 +13,7 @@ families. A sample of its output:
     cloudplow_session_active{uploader="media"} 1.0
     cloudplow_session_stage{uploader="media"} 3.0
     cloudplow_transfer_speed_bytes{uploader="media"} 1.1e+08
+    cloudplow_downloader_paused{downloader="sabnzbd@127.0.0.1:8080"} 1.0
 
 Labels are bounded: uploader, account, fixed enums, and transfer slots
 numbered 0..transfers-1 (never file names).
@@ -92,6 +93,7 @@ class CloudplowCollector(Collector):
         yield from self._queue(uploaders, live)
         yield from self._sessions(uploaders, live)
         yield from self._accounting(uploaders)
+        yield self._downloaders()
 
     def _accounting(self, uploaders: list) -> Iterator[Metric]:
         """Broken accounts and the files the last session left, by reason (every series exists)."""
@@ -115,6 +117,17 @@ class CloudplowCollector(Collector):
                 files_left.add_metric([uploader.name, reason], counts.get(reason, 0))
         yield broken
         yield files_left
+
+    def _downloaders(self) -> Metric:
+        paused = GaugeMetricFamily(
+            "cloudplow_downloader_paused",
+            "1 while cloudplow holds the download client paused for an upload",
+            labels=["downloader"],
+        )
+        held = self.live.downloaders()
+        for downloader in self.config.downloaders:
+            paused.add_metric([downloader.name], 1 if held.get(downloader.name) else 0)
+        return paused
 
     def _accounts(self, uploaders: list, live: dict, now: float) -> Iterator[Metric]:
         labels = ["uploader", "account"]

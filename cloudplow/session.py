@@ -50,6 +50,9 @@ from cloudplow.tidy import remove_emptied_folders
 from cloudplow.units import format_size
 
 logger = logging.getLogger(__name__)
+# The periodic progress lines: `upload` on a terminal draws a live display instead.
+PROGRESS_LOGGER = f"{__name__}.progress"
+progress_logger = logging.getLogger(PROGRESS_LOGGER)
 
 EXIT_OK = 0
 EXIT_FAILURES = 1
@@ -324,7 +327,7 @@ class _Recorder:
         now = self.clock()
         if now - self._last_report_at >= 10:
             self._last_report_at = now
-            logger.info(
+            progress_logger.info(
                 "  %s of %s, %s/s, %d in flight",
                 format_size(stats.get("bytes", 0)),
                 format_size(stats.get("totalBytes", 0)),

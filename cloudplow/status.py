@@ -117,4 +117,9 @@ def status_document(
             "next_check": state.next_check_at if state else None,
             "recent_sessions": sessions,
         }
+    held = live.downloaders()
+    document["downloaders"] = [
+        {"name": downloader.name, "kind": downloader.kind, "paused": bool(held.get(downloader.name))}
+        for downloader in config.downloaders
+    ]
     return document

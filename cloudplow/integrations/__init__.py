@@ -3,6 +3,11 @@
     media_servers.py   Plex, Jellyfin, Emby: poll() -> streams
     throttle.py        streams -> the rate uploads may use (rclone's core/bwlimit)
     notifications.py   session events -> apprise messages
+    downloaders.py     SABnzbd, NZBGet, qBittorrent: paused while sessions upload
+
+A listener may also have `recover()` (called once at start, e.g. to resume
+downloaders a crashed process left paused) and `close()` (called once at the
+end); a failure there only warns, like a failing listener.
 
 `integrations_for(config)` builds what the configuration asks for; the daemon
 and the `upload` command hand its listeners to every session, its rate
@@ -12,17 +17,22 @@ A peer's failure only ever warns.
 
 from __future__ import annotations
 
+import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from prometheus_client.registry import Collector
 
 from cloudplow.config import Config, Uploader
 from cloudplow.events import Listener
+from cloudplow.integrations.downloaders import DownloaderPauser, client_for
 from cloudplow.integrations.notifications import Notifier, config_secrets
 from cloudplow.integrations.throttle import Throttle, applies_to
+from cloudplow.live import LiveState
 from cloudplow.metrics import NotificationsCollector, ThrottleCollector
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -38,6 +48,7 @@ class Integrations:
     def start(self) -> Integrations:
         if self.throttle is not None:
             self.throttle.start()
+        start_all(self.listeners)
         return self
 
     def rate_limit_for(self, uploader: Uploader) -> Callable[[], int] | None:
@@ -56,6 +67,7 @@ class Integrations:
         return {"throttle": snapshot}
 
     def close(self) -> None:
+        close_all(self.listeners)
         if self.throttle is not None:
             self.throttle.stop()
         if self.notifier is not None:
@@ -82,6 +94,42 @@ def throttle_and_notifications(config: Config, *, clock: Callable[[], float] = t
     return integrations
 
 
-def integrations_for(config: Config, *, clock: Callable[[], float] = time.time) -> Integrations:
+def integrations_for(
+    config: Config, *, clock: Callable[[], float] = time.time, live: LiveState | None = None
+) -> Integrations:
     """Everything the configuration asks for, not started (`start()` it, `close()` it after)."""
-    return throttle_and_notifications(config, clock=clock)
+    integrations = throttle_and_notifications(config, clock=clock)
+    integrations.listeners.extend(downloader_listeners(config, live=live))
+    return integrations
+
+
+def downloader_listeners(config: Config, *, live: LiveState | None = None) -> list[Listener]:
+    """The downloader pauser, when downloaders are configured."""
+    if not config.downloaders:
+        return []
+    clients = [client_for(downloader) for downloader in config.downloaders]
+    return [DownloaderPauser(clients, config.state_dir, live=live)]
+
+
+def start_all(listeners: Sequence[object]) -> None:
+    """Let each listener make good what a crashed process left (e.g. resume paused downloaders)."""
+    for listener in listeners:
+        recover = getattr(listener, "recover", None)
+        if recover is None:
+            continue
+        try:
+            recover()
+        except Exception:
+            logger.exception("%s failed to start", type(listener).__name__)
+
+
+def close_all(listeners: Sequence[object]) -> None:
+    """Let each listener undo what it still holds (e.g. resume paused downloaders)."""
+    for listener in listeners:
+        close = getattr(listener, "close", None)
+        if close is None:
+            continue
+        try:
+            close()
+        except Exception:
+            logger.exception("%s failed to close", type(listener).__name__)
