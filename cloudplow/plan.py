@@ -51,9 +51,13 @@ The algorithm, and why:
 
 4. Overshoot (optional). The provider lets the first upload that crosses the
    limit complete. With `overshoot` on, once an account is packed and still
-   below its limit, one more stage uploads a single file on its own (one
-   transfer, nothing else in flight to waste): the largest file left, which
-   is often one no account could take inside its quota.
+   below its limit, one more stage crosses it with one transfer: the largest
+   files left (the first is often one no account could take inside its
+   quota), one after another, until their bytes pass the limit. Nothing else
+   is ever in flight, so the crossing upload completes and the next one is
+   refused before it sends a byte: nothing is wasted, and an account gets at
+   most one such stage however small the files left are (a stage per file
+   would mean a thousand rclone runs for a pool of subtitles).
 
 5. What is left is reported, never failed: `deferred` holds files larger than
    any available account could take even at the start of this plan, and
@@ -258,12 +262,21 @@ def plan_uploads(
             transfers = max(1, min(settings.max_transfers, len(chosen)))
             stages.append(Stage(account.name, tuple(chosen), transfers))
         planned_bytes = starting_capacity - capacity
-        if settings.overshoot and account.remaining_bytes - planned_bytes > 0:
+        below_limit_bytes = account.remaining_bytes - planned_bytes
+        if settings.overshoot and below_limit_bytes > 0:
+            # One stage, one transfer: the largest files left, one after another, until
+            # one crosses the limit. Only one upload is ever in flight, so the crossing
+            # one completes and the next is refused before it sends a byte.
+            crossing: list[QueuedFile] = []
             position = last_free_at_or_below(count - 1)
-            if position >= 0:
+            while position >= 0 and below_limit_bytes >= 0:
                 previous[position + 1] = position
                 free[position] = 0
-                stages.append(Stage(account.name, (ordered[position],), 1, overshoot=True))
+                crossing.append(ordered[position])
+                below_limit_bytes -= sizes[position]
+                position = last_free_at_or_below(position - 1)
+            if crossing:
+                stages.append(Stage(account.name, tuple(crossing), 1, overshoot=True))
 
     # Whatever is left, largest first: files above every capacity are deferred.
     cut = bisect_right(sizes, largest_capacity)

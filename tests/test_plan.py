@@ -10,6 +10,7 @@ from cloudplow.plan import AccountState, PlanSettings, plan_uploads
 from cloudplow.scan import QueuedFile
 
 GB = 10**9
+MB = 10**6
 
 
 def queued(*sizes: int) -> list[QueuedFile]:
@@ -68,6 +69,16 @@ def test_overshoot_adds_one_single_file_stage_per_account_below_its_limit():
         ("a", [50 * GB], 1, True),
     ]
     assert [f.size for f in plan.waiting] == [3 * GB]
+
+
+def test_overshoot_with_small_files_is_one_stage_that_crosses_the_limit():
+    # A reserve larger than every file left: the normal stage cannot take them, and a stage
+    # per file would mean a thousand rclone runs. One sequential stage crosses instead.
+    files = queued(*([100 * MB] * 1000))
+    plan = plan_uploads(files, [AccountState("a", 10 * GB, 9 * GB)], PlanSettings(GB + MB, True, 8))
+    assert [(s.overshoot, len(s.files), s.transfers) for s in plan.stages] == [(True, 11, 1)]
+    assert plan.stages[0].planned_bytes == 1100 * MB  # 10 files reach the limit, the 11th crosses it
+    assert len(plan.waiting) + len(plan.deferred) == 989
 
 
 def test_overshoot_needs_the_account_strictly_below_its_limit():
@@ -141,7 +152,9 @@ def test_invariants(files, accounts, reserve, overshoot, transfers):
         assert 1 <= stage.transfers <= transfers
         assert stage.transfers <= len(stage.files)
         if stage.overshoot:
-            assert len(stage.files) == 1 and stage.transfers == 1 and overshoot
+            # One transfer, largest first, every file but the last still below the limit.
+            assert stage.transfers == 1 and overshoot
+            assert [f.size for f in stage.files] == sorted((f.size for f in stage.files), reverse=True)
     for name in {stage.account for stage in plan.stages}:
         account = by_name[name]
         normal = [s for s in plan.stages if s.account == name and not s.overshoot]
@@ -151,6 +164,10 @@ def test_invariants(files, accounts, reserve, overshoot, transfers):
         assert len(overshoots) <= 1
         if overshoots:
             assert normal_bytes < account.remaining_bytes  # it starts below the limit
+            before_last = normal_bytes + overshoots[0].planned_bytes - overshoots[0].files[-1].size
+            assert before_last <= account.remaining_bytes  # only the last file may cross
+            crossed = normal_bytes + overshoots[0].planned_bytes > account.remaining_bytes
+            assert crossed or (not plan.waiting and not plan.deferred)  # else it would take more
 
     # Deferred files are larger than any available account's capacity at the start.
     capacities = [a.remaining_bytes - reserve for a in accounts if not a.blocked]

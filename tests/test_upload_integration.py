@@ -119,6 +119,42 @@ def test_overshoot_stage_crosses_the_limit_with_exactly_one_file(tmp_path, quota
     assert_nothing_lost(original, source, server.root / "media")
 
 
+def test_overshoot_with_small_files_is_one_sequential_stage_per_account(tmp_path, quota_server):
+    # The reserve is larger than every file: before, the last stretch of each account went
+    # one rclone run per file. Now one stage with one transfer crosses the limit.
+    quota = 2_000_000
+    server = quota_server(dict.fromkeys(USERS[:2], quota))
+    source = tmp_path / "source"
+    original = make_source(source, [100_000] * 50)
+    config = write_config(
+        tmp_path,
+        server,
+        users=USERS[:2],
+        quota_bytes=quota,
+        source=source,
+        reserve_bytes=500_000,
+        overshoot=True,
+    )
+
+    completed = run_cli(config, "upload")
+
+    assert completed.returncode == 3, completed.stderr
+    stages = ledger_rows(
+        tmp_path / "state", "SELECT account, overshoot, planned_files, transfers FROM stages"
+    )
+    assert stages == [
+        ("alice", 0, 15, 4),
+        ("alice", 1, 6, 1),  # 5 files reach the limit exactly, the 6th crosses it
+        ("bob", 0, 15, 4),
+        ("bob", 1, 6, 1),
+    ]
+    usage = server.usage()
+    for user in USERS[:2]:
+        assert usage[user].committed_bytes == 2_100_000 and usage[user].exceeded
+        assert usage[user].wasted_bytes == 0 and usage[user].refused_uploads == 0
+    assert_nothing_lost(original, source, server.root / "media")
+
+
 def test_an_account_with_less_real_quota_is_blocked_and_the_session_moves_on(tmp_path, quota_server):
     # bob's provider-side limit is a third of what the configuration believes.
     server = quota_server({"alice": QUOTA, "bob": QUOTA // 3, "carol": QUOTA})
