@@ -24,6 +24,7 @@ BENCHMARKS: list[tuple[str, list[str], str | None]] = [
     ("Real rclone: cloudplow upload against plain rclone copy", ["bench_rclone_overhead.py"], "overhead.md"),
     ("Scale: scan and plan of 1,000,000 files", ["bench_scale.py"], "scale.md"),
     ("/metrics with 500 accounts, and the idle daemon's memory", ["bench_metrics.py"], None),
+    ("Container image: size, build and start times (podman)", ["bench_container.py"], None),
 ]
 
 

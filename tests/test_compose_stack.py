@@ -306,6 +306,8 @@ def image(podman_environment) -> dict[str, float]:
         timeout=900,
     )
     timings["build_seconds"] = time.monotonic() - started
+    (inspected,) = json.loads(podman(podman_environment, "image", "inspect", IMAGE))
+    timings["image_megabytes"] = inspected["Size"] / 1e6
     return timings
 
 
